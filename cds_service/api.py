@@ -1,0 +1,141 @@
+"""HTTP: discovery, invocation and feedback. Thin: parse, delegate, map errors to statuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from . import __version__
+from .errors import CdsError, InvalidRequest, Issue, UnsupportedMediaType, operation_outcome
+from .feedback import parse_feedback
+from .services import SERVICES, find_service
+
+log = logging.getLogger("cds_service.access")
+bp = Blueprint("cds", __name__)
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status=status,
+        mimetype="application/json",
+    )
+
+
+def read_json() -> object:
+    """The body as JSON, or a CdsError that says what is wrong with it."""
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, got '{mimetype or 'none'}'",
+            "Content-Type",
+        )
+    raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH (413 beyond)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("The request body is not valid UTF-8", "body") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidRequest("The request body is nested too deeply", "body") from None
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON (line {exc.lineno}, column {exc.colno})", "body"
+        ) from None
+
+
+@bp.get("/health")
+def health():
+    return json_response({"status": "ok", "version": __version__})
+
+
+@bp.get("/cds-services")
+def discovery():
+    return json_response({"services": [service.discovery_entry() for service in SERVICES]})
+
+
+@bp.post("/cds-services/<service_id>")
+def invoke(service_id: str):
+    service = find_service(service_id)
+    g.service_id = service.id
+    body = read_json()
+    if isinstance(body, dict):
+        g.hook_instance = (
+            body.get("hookInstance") if isinstance(body.get("hookInstance"), str) else None
+        )
+    outcome = current_app.extensions["cds_engine"].evaluate(service, body)
+    g.rule_ids = outcome.rule_ids
+    g.fetched = outcome.fetched
+    return json_response(outcome.response)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str):
+    service = find_service(service_id)
+    g.service_id = service.id
+    items = parse_feedback(read_json())
+    stored = current_app.extensions["cds_feedback"].add(service.id, items)
+    return json_response({"received": len(items), "stored": stored})
+
+
+@bp.before_app_request
+def _start_timer():
+    g.started = time.monotonic()
+
+
+@bp.after_app_request
+def _access_log(response: Response) -> Response:
+    # Ids, timings and rule ids only: never tokens, resource contents or note text.
+    record = {
+        "event": "request",
+        "method": request.method,
+        "path": request.path,
+        "status": response.status_code,
+        "ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1),
+    }
+    for key in ("service_id", "hook_instance", "rule_ids", "fetched"):
+        if g.get(key):
+            record[key] = g.get(key)
+    log.info(json.dumps(record))
+    return response
+
+
+@bp.app_errorhandler(CdsError)
+def _cds_error(error: CdsError):
+    return json_response(error.operation_outcome(), error.status)
+
+
+@bp.app_errorhandler(RequestEntityTooLarge)
+def _too_large(error: RequestEntityTooLarge):
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    issue = Issue(
+        f"The request body is larger than the limit of {limit} bytes", "body", "too-costly"
+    )
+    return json_response(operation_outcome([issue]), 413)
+
+
+@bp.app_errorhandler(HTTPException)
+def _http_error(error: HTTPException):
+    code = {404: "not-found", 405: "not-supported"}.get(error.code or 500, "invalid")
+    issue = Issue(f"{error.name}: {request.method} {request.path}", None, code)
+    response = json_response(operation_outcome([issue]), error.code or 500)
+    if error.code == 405 and getattr(error, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+@bp.app_errorhandler(Exception)
+def _unexpected(error: Exception):
+    # Our defect. The client gets no stack trace; the log gets the type and where, no values.
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+    log.error(json.dumps({"event": "error", "type": type(error).__name__, "where": where}))
+    issue = Issue("The service failed to process this request", None, "exception")
+    return json_response(operation_outcome([issue]), 500)

@@ -1,0 +1,173 @@
+"""`cds-service serve | evaluate | replay`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from . import __version__
+from .errors import CdsError, ConfigurationError
+from .services import SERVICES
+from .settings import Settings
+
+log = logging.getLogger("cds_service")
+HOOKS = {service.hook: service for service in SERVICES}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (CdsError, ConfigurationError, OSError) as exc:
+        print(f"cds-service: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service under gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="default: one per core"
+    )
+    serve.add_argument("--threads", type=int, default=4, help="threads per worker")
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="DEVELOPMENT ONLY: accept calls without verifying the client's JWT",
+    )
+    serve.set_defaults(run=_serve)
+
+    evaluate = commands.add_parser("evaluate", help="print the response to a hook request file")
+    evaluate.add_argument("request", type=Path, help="a hook request JSON file")
+    evaluate.add_argument("--now", help="evaluate as of this time (ISO 8601), for reproducibility")
+    evaluate.set_defaults(run=_evaluate)
+
+    replay = commands.add_parser("replay", help="evaluate a patient who lives on a FHIR server")
+    replay.add_argument("--fhir-server", required=True, help="FHIR base URL")
+    replay.add_argument("--patient", required=True, help="Patient id")
+    replay.add_argument("--hook", default="patient-view", choices=sorted(HOOKS))
+    replay.add_argument("--token", help="bearer token for the FHIR server")
+    replay.add_argument("--json", action="store_true", help="print the response JSON")
+    replay.set_defaults(run=_replay)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import run
+
+    settings = Settings.from_env(auth_enabled=not args.no_auth)
+    if args.workers < 1 or args.threads < 1:
+        raise ConfigurationError("--workers and --threads must be at least 1")
+    run(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    return 0
+
+
+def _engine():
+    from .engine import Engine
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    return Engine(Settings.from_env())
+
+
+def _now(text: str | None):
+    if text is None:
+        return None
+    from . import fhirdates
+
+    moment = fhirdates.parse(text)
+    if moment is None:
+        raise ConfigurationError(f"--now is not an ISO 8601 date or time: {text!r}")
+    return moment
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    try:
+        body = json.loads(args.request.read_text("utf-8"))
+    except json.JSONDecodeError as exc:
+        message = f"{args.request} is not valid JSON ({exc.msg}, line {exc.lineno})"
+        raise ConfigurationError(message) from None
+    if not isinstance(body, dict) or not isinstance(body.get("hook"), str):
+        raise ConfigurationError(f"{args.request} is not a hook request (no 'hook' field)")
+    service = HOOKS.get(body["hook"])
+    if service is None:
+        raise ConfigurationError(f"no service answers the hook '{body['hook']}'")
+    engine = _engine()
+    try:
+        outcome = engine.evaluate(service, body, now=_now(args.now))
+    finally:
+        engine.close()
+    print(json.dumps(outcome.response, indent=2))
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    service = HOOKS[args.hook]
+    context: dict = {"userId": "Practitioner/cds-service-replay", "patientId": args.patient}
+    if args.hook in {"order-select", "order-sign"}:
+        context["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": []}
+        if args.hook == "order-select":
+            raise ConfigurationError("order-select needs selected draft orders: use 'evaluate'")
+    if args.hook == service.hook and service.context_schema == "context-note-sign":
+        raise ConfigurationError("note signing needs a draft note: use 'evaluate' with a file")
+    body: dict = {
+        "hook": args.hook,
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": args.fhir_server.rstrip("/"),
+        "context": context,
+    }
+    if args.token:
+        body["fhirAuthorization"] = {
+            "access_token": args.token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "cds-service-replay",
+        }
+    engine = _engine()
+    try:
+        outcome = engine.evaluate(service, body)
+    finally:
+        engine.close()
+    if args.json:
+        print(json.dumps(outcome.response, indent=2))
+    else:
+        print(readable(outcome.response, args.patient))
+    return 0
+
+
+def readable(response: dict, patient: str) -> str:
+    cards = response["cards"]
+    if not cards:
+        return f"Patient/{patient}: no cards (nothing to say for this patient)"
+    lines = [f"Patient/{patient}: {len(cards)} card(s)"]
+    for card in cards:
+        topic = card["source"].get("topic", {}).get("code", "?")
+        lines += ["", f"[{card['indicator'].upper()}] {card['summary']}", f"  rule: {topic}"]
+        for suggestion in card.get("suggestions", []):
+            lines.append(f"  suggestion: {suggestion['label']}")
+        for link in card.get("links", []):
+            lines.append(f"  link: {link['label']} <{link['url']}>")
+    return "\n".join(lines)
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, CdsError):
+        return "; ".join(issue.diagnostics for issue in exc.issues)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

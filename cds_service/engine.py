@@ -1,0 +1,82 @@
+"""One hook request, from validated JSON to the response: shared by HTTP and the CLI."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from . import cards, terminology, validation
+from .chart import build_chart
+from .errors import InvalidRequest, Issue
+from .fhir_client import FhirClient
+from .gather import gather
+from .rules import evaluate_rules
+from .services import Service
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    response: dict
+    rule_ids: tuple[str, ...]
+    fetched: tuple[str, ...]
+    elapsed_ms: float
+
+
+def validate_request(service: Service, body: object) -> dict:
+    """The request as a dict, or InvalidRequest naming every field that is wrong."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object", None)
+    issues = validation.problems("request", body)
+    if isinstance(body.get("hook"), str) and body["hook"] != service.hook:
+        issues.append(
+            Issue(
+                f"hook: this service '{service.id}' answers the '{service.hook}' hook, "
+                f"not '{body['hook']}'",
+                "hook",
+            )
+        )
+    if isinstance(body.get("context"), dict):
+        issues += validation.problems(service.context_schema, body["context"], "context")
+    if issues:
+        raise InvalidRequest(issues)
+    return body
+
+
+class Engine:
+    def __init__(self, settings: Settings, client: FhirClient | None = None):
+        self.settings = settings
+        self.client = client or FhirClient(settings)
+        self.terminology = terminology.load()
+        cards.content()  # load and check the card content at start-up, not on first request
+
+    def close(self) -> None:
+        self.client.close()
+
+    def evaluate(self, service: Service, body: object, now: datetime | None = None) -> Outcome:
+        started = time.monotonic()
+        request = validate_request(service, body)
+        gathered = gather(service, request, self.client, self.settings.fhir_deadline_s)
+        chart = build_chart(
+            service.hook,
+            request["context"],
+            gathered,
+            self.terminology,
+            now or datetime.now(UTC),
+        )
+        findings, trigger = evaluate_rules(chart)
+        response = {"cards": cards.render(findings, trigger, chart, request["hookInstance"])}
+        if self.settings.validate_responses:
+            problems = validation.problems("response", response)
+            if problems:  # a defect of ours: log it by rule id, never the content
+                log.error("response failed its schema: %s", [p.expression for p in problems])
+        return Outcome(
+            response,
+            tuple(f.rule_id for f in findings),
+            tuple(gathered.fetched),
+            (time.monotonic() - started) * 1000,
+        )

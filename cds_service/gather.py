@@ -1,0 +1,171 @@
+"""Data gathering: prefetch as given; what is absent is fetched from fhirServer; null is "none".
+
+Prefetch rules (CDS Hooks 2.0):
+- a key whose value is `null` means the client has no such data: nothing is fetched;
+- an absent key, or an OperationOutcome in its place, is fetched from `fhirServer`;
+- a Bundle (searchset, collection, or no `type`) gives its entries; a `next` link is followed on
+  the FHIR server up to the paging cap; a single resource stands for itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+
+from .errors import DataUnavailable, InvalidRequest, Issue
+from .fhir_client import FhirClient, next_link
+from .services import Service
+
+log = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z0-9_]+)\s*\}\}")
+
+
+@dataclass
+class Gathered:
+    """The patient's resources by type, and what could not be had (named in card details)."""
+
+    resources: dict[str, list[dict]] = field(default_factory=dict)
+    gaps: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)  # prefetch keys read from the FHIR server
+
+    def of_type(self, resource_type: str) -> list[dict]:
+        return self.resources.get(resource_type, [])
+
+    def add(self, resources: list[dict]) -> None:
+        for resource in resources:
+            self.resources.setdefault(resource["resourceType"], []).append(resource)
+
+
+def render_template(template: str, context: dict) -> str | None:
+    """Fill `{{context.X}}` tokens; None when a token names an absent or non-primitive field."""
+    missing = False
+
+    def fill(match: re.Match) -> str:
+        nonlocal missing
+        value = context.get(match.group(1))
+        if not isinstance(value, str | int | float) or isinstance(value, bool) or value == "":
+            missing = True
+            return ""
+        return str(value)
+
+    rendered = _TOKEN.sub(fill, template)
+    return None if missing else rendered
+
+
+def gather(
+    service: Service,
+    request: dict,
+    client: FhirClient,
+    deadline_s: float,
+) -> Gathered:
+    started = time.monotonic()
+    deadline = started + deadline_s
+    prefetch = request.get("prefetch") or {}
+    context = request["context"]
+    gathered = Gathered()
+    to_fetch: dict[str, str] = {}
+    continued: set[str] = set()  # keys whose first page was prefetched: a failure is a gap only
+
+    for key, query in service.prefetch.items():
+        if key not in prefetch:
+            rendered = render_template(query.template, context)
+            if rendered is not None:
+                to_fetch[key] = rendered
+            continue
+        value = prefetch[key]
+        if value is None:
+            continue  # the client has no such data
+        if value.get("resourceType") == "OperationOutcome":
+            rendered = render_template(query.template, context)
+            if rendered is not None:
+                to_fetch[key] = rendered
+            continue
+        gathered.add(_resources_of(value, key))
+        page = next_link(value) if value.get("resourceType") == "Bundle" else None
+        if page:
+            to_fetch[key] = page  # the client sent the first page; read the rest
+            continued.add(key)
+
+    if to_fetch:
+        _fetch(service, request, client, to_fetch, continued, deadline, gathered)
+    log.debug("gathered in %.1f ms", (time.monotonic() - started) * 1000)
+    return gathered
+
+
+def _fetch(
+    service: Service,
+    request: dict,
+    client: FhirClient,
+    to_fetch: dict[str, str],
+    continued: set[str],
+    deadline: float,
+    gathered: Gathered,
+) -> None:
+    def needed(key: str) -> bool:
+        return service.prefetch[key].required and key not in continued
+
+    server = request.get("fhirServer")
+    if not server:
+        failures = [
+            Issue(
+                f"prefetch '{key}' was not provided and the request names no fhirServer "
+                "to read it from",
+                f"prefetch.{key}",
+                "required",
+            )
+            for key in to_fetch
+            if needed(key)
+        ]
+        if failures:
+            raise DataUnavailable(failures)
+        gathered.gaps.extend(f"{key}: not provided and no FHIR server named" for key in to_fetch)
+        return
+    token = (request.get("fhirAuthorization") or {}).get("access_token")
+    results = client.fetch_all(server, token, to_fetch, deadline)
+    failures = []
+    for key, result in results.items():
+        if key not in continued:
+            gathered.fetched.append(key)
+        if result.ok:
+            gathered.add([r for r in result.resources if _is_resource(r)])
+            gathered.gaps.extend(f"{key}: {note}" for note in result.notes)
+        elif needed(key):
+            failures.append(
+                Issue(
+                    f"prefetch '{key}' could not be read from the FHIR server: {result.error}",
+                    f"prefetch.{key}",
+                    "processing",
+                )
+            )
+        else:
+            gathered.gaps.append(f"{key}: could not be read from the FHIR server ({result.error})")
+    if failures:
+        raise DataUnavailable(failures)
+
+
+def _resources_of(value: dict, key: str) -> list[dict]:
+    if value.get("resourceType") != "Bundle":
+        return [value]
+    entries = value.get("entry") or []
+    if not isinstance(entries, list):
+        raise InvalidRequest(f"prefetch.{key}.entry must be an array", f"prefetch.{key}.entry")
+    resources = []
+    for index, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if resource is None:
+            continue  # an entry without a resource (e.g. a deleted one) carries no data
+        if not _is_resource(resource):
+            raise InvalidRequest(
+                f"prefetch.{key}.entry[{index}].resource is not a FHIR resource",
+                f"prefetch.{key}.entry[{index}].resource",
+            )
+        if resource["resourceType"] != "OperationOutcome":
+            resources.append(resource)
+    return resources
+
+
+def _is_resource(value: object) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("resourceType"), str)

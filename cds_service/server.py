@@ -1,0 +1,49 @@
+"""Serving under gunicorn (never Flask's development server)."""
+
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+from .settings import Settings
+
+log = logging.getLogger("cds_service")
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, settings: Settings, options: dict):
+        self._settings = settings
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from .app import create_app
+
+        return create_app(self._settings)
+
+
+def run(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
+    if not settings.auth_enabled:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        log.warning(
+            "WARNING: --no-auth: client JWTs are NOT verified. Development use only; "
+            "never expose this service to a network."
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": None,  # the app logs its own structured access lines
+        "preload_app": False,
+    }
+    _Gunicorn(settings, options).run()

@@ -1,0 +1,88 @@
+"""Service settings: built once from the environment and passed in (nothing read at import)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    max_body_bytes: int = 5 * 1024 * 1024
+    fhir_deadline_s: float = 3.0
+    fhir_connect_timeout_s: float = 1.0
+    fhir_read_timeout_s: float = 2.5
+    fhir_max_pages: int = 20
+    fhir_max_entries: int = 10_000
+    fhir_workers: int = 8
+    auth_enabled: bool = True
+    validate_responses: bool = False
+    feedback_db: Path | None = None
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def feedback_db_path(self) -> Path:
+        return self.feedback_db or self.data_dir / "feedback.sqlite3"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read `CDS_*` variables; keyword overrides (from the CLI) win over the environment."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            "data_dir": Path(env.get("CDS_DATA_DIR", "data")),
+            "max_body_bytes": _int(env, "CDS_MAX_BODY_BYTES", 5 * 1024 * 1024),
+            "fhir_deadline_s": _float(env, "CDS_FHIR_DEADLINE_S", 3.0),
+            "fhir_connect_timeout_s": _float(env, "CDS_FHIR_CONNECT_TIMEOUT_S", 1.0),
+            "fhir_read_timeout_s": _float(env, "CDS_FHIR_READ_TIMEOUT_S", 2.5),
+            "fhir_max_pages": _int(env, "CDS_FHIR_MAX_PAGES", 20),
+            "fhir_max_entries": _int(env, "CDS_FHIR_MAX_ENTRIES", 10_000),
+            "fhir_workers": _int(env, "CDS_FHIR_WORKERS", 8),
+            "validate_responses": _bool(env, "CDS_VALIDATE_RESPONSES", False),
+            "feedback_db": Path(env["CDS_FEEDBACK_DB"]) if env.get("CDS_FEEDBACK_DB") else None,
+            "log_level": env.get("CDS_LOG_LEVEL", "INFO").upper(),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")

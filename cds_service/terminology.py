@@ -1,0 +1,126 @@
+"""Concept groups (value sets) loaded once from `valuesets/` into fast (system, code) lookups.
+
+Each file is a FHIR ValueSet with an expansion. Two project extensions mark catalog conventions:
+- `code-prefix`: the entry matches every code that starts with it (ICD-10-CM `M54.3*`);
+- `unverified-code`: the code counts only when the coding's display, or the concept's text,
+  also names the concept (the extension's valueString is the word to look for).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cache
+
+from .content import content_dir
+
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+CPT = "http://www.ama-assn.org/go/cpt"
+EXT_BASE = "https://crampcds.dev/fhir/StructureDefinition/"
+PREFIX_EXT = EXT_BASE + "code-prefix"
+UNVERIFIED_EXT = EXT_BASE + "unverified-code"
+
+
+@dataclass(frozen=True)
+class Coding:
+    system: str
+    code: str
+    display: str = ""
+
+
+def normalise(system: str, code: str) -> str:
+    """ICD-10-CM codes match with and without the dot, in any case."""
+    code = code.strip()
+    return code.replace(".", "").upper() if system == ICD10CM else code
+
+
+def codings_of(concept: object) -> Iterator[Coding]:
+    """The codings of a CodeableConcept, skipping malformed ones."""
+    if not isinstance(concept, dict):
+        return
+    for coding in concept.get("coding") or []:
+        if isinstance(coding, dict):
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str) and code:
+                display = coding.get("display")
+                yield Coding(system, code, display if isinstance(display, str) else "")
+
+
+def concept_text(concept: object) -> str:
+    if not isinstance(concept, dict):
+        return ""
+    text = concept.get("text")
+    return text if isinstance(text, str) else ""
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    name: str
+    title: str
+    url: str
+    exact: frozenset[tuple[str, str]]
+    prefixes: tuple[tuple[str, str], ...]
+    unverified: dict[tuple[str, str], str]  # (system, code) -> word that must be named
+
+    def match(self, concept: object) -> Coding | None:
+        """The first coding of `concept` that is in this value set, or None."""
+        text = concept_text(concept).lower()
+        for coding in codings_of(concept):
+            key = (coding.system, normalise(coding.system, coding.code))
+            if key in self.exact:
+                return coding
+            word = self.unverified.get(key)
+            if word is not None:
+                if word in coding.display.lower() or word in text:
+                    return coding
+                continue
+            if any(key[0] == s and key[1].startswith(p) for s, p in self.prefixes):
+                return coding
+        return None
+
+    def codes(self, system: str) -> frozenset[str]:
+        return frozenset(code for s, code in self.exact if s == system)
+
+
+@dataclass(frozen=True)
+class Terminology:
+    value_sets: dict[str, ValueSet]
+
+    def __getitem__(self, name: str) -> ValueSet:
+        return self.value_sets[name]
+
+
+def parse_value_set(document: dict) -> ValueSet:
+    exact, prefixes, unverified = set(), [], {}
+    for entry in document.get("expansion", {}).get("contains", []):
+        system, code = entry["system"], normalise(entry["system"], entry["code"])
+        extensions = {e["url"]: e for e in entry.get("extension", [])}
+        if PREFIX_EXT in extensions:
+            prefixes.append((system, code))
+        elif UNVERIFIED_EXT in extensions:
+            unverified[(system, code)] = extensions[UNVERIFIED_EXT]["valueString"].lower()
+        else:
+            exact.add((system, code))
+    return ValueSet(
+        name=document["name"],
+        title=document.get("title", document["name"]),
+        url=document["url"],
+        exact=frozenset(exact),
+        prefixes=tuple(prefixes),
+        unverified=unverified,
+    )
+
+
+def _documents() -> Iterable[dict]:
+    for path in sorted(content_dir("valuesets").glob("*.json")):
+        yield json.loads(path.read_text("utf-8"))
+
+
+@cache
+def load() -> Terminology:
+    sets = (parse_value_set(doc) for doc in _documents())
+    return Terminology({vs.name: vs for vs in sets})

@@ -1,0 +1,110 @@
+"""JSON Schema validation of every CDS Hooks message, with errors that name the field."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from .errors import Issue
+
+SCHEMA_BASE = "https://crampcds.dev/schemas/"
+_SCHEMA_FILES = (
+    "common",
+    "request",
+    "response",
+    "discovery",
+    "feedback",
+    "context-patient-view",
+    "context-order-select",
+    "context-order-sign",
+    "context-note-sign",
+)
+MAX_ISSUES = 10
+
+
+@cache
+def _registry() -> Registry:
+    package = resources.files("cds_service.schemas")
+    schemas = [json.loads((package / f"{name}.json").read_text("utf-8")) for name in _SCHEMA_FILES]
+    return Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in schemas
+    )
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    """The compiled validator of one schema, e.g. `request` or `context-order-sign`."""
+    schema = _registry().contents(f"{SCHEMA_BASE}{name}.json")
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, registry=_registry())
+
+
+def schema(name: str) -> dict:
+    return _registry().contents(f"{SCHEMA_BASE}{name}.json")
+
+
+def problems(name: str, document: object, prefix: str = "") -> list[Issue]:
+    """Issues found validating `document` against schema `name`, each naming its field path."""
+    errors = sorted(validator(name).iter_errors(document), key=lambda e: list(e.absolute_path))
+    return [_issue(error, prefix) for error in errors[:MAX_ISSUES]]
+
+
+def _issue(error: ValidationError, prefix: str) -> Issue:
+    error = _deepest(error)
+    path = _dotted(prefix, error.absolute_path)
+    if error.validator == "required":
+        missing = _missing_field(error)
+        path = _dotted(path, [missing]) if missing else path
+        return Issue(f"{path or 'body'}: required field is missing", path or None, "required")
+    if error.validator == "dependentRequired":
+        missing = _quoted(error.message)
+        field = _dotted(path, [missing]) if missing else path
+        return Issue(f"{field or 'body'}: {error.message}", field or None, "required")
+    return Issue(f"{path or 'body'}: {_describe(error)}", path or None, "invalid")
+
+
+def _deepest(error: ValidationError) -> ValidationError:
+    """For anyOf/if-then failures, the most specific sub-error says more than the summary."""
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
+
+
+def _missing_field(error: ValidationError) -> str | None:
+    # jsonschema reports each missing field as its own error: "'x' is a required property".
+    return _quoted(error.message)
+
+
+def _quoted(message: str) -> str | None:
+    match = re.match(r"^'([^']+)'", message)
+    return match.group(1) if match else None
+
+
+def _describe(error: ValidationError) -> str:
+    # The message of a pattern or type error quotes the offending value; keep it short, since
+    # request values may hold patient data that must not be echoed in full.
+    if error.validator in {"pattern", "format"}:
+        return f"value is not in the expected form ({error.validator}: {error.validator_value})"
+    if error.validator == "type":
+        return f"must be of type {error.validator_value}"
+    if error.validator in {"const", "enum"}:
+        return f"must be one of {error.validator_value!r}"
+    if error.validator == "not":
+        return "has a field that is not allowed here"
+    return error.message[:200]
+
+
+def _dotted(prefix: str, path) -> str:
+    parts = [prefix] if prefix else []
+    for part in path:
+        if isinstance(part, int):
+            parts[-1 if parts else 0 :] = [f"{parts[-1] if parts else ''}[{part}]"]
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
