@@ -66,7 +66,7 @@ class Engine:
             request["context"],
             gathered,
             self.terminology,
-            now or datetime.now(UTC),
+            now or self.settings.fixed_now or datetime.now(UTC),
         )
         findings, trigger = evaluate_rules(chart)
         response = {"cards": cards.render(findings, trigger, chart, request["hookInstance"])}

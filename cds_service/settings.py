@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+from . import fhirdates
 from .errors import ConfigurationError
 
 
@@ -24,6 +26,8 @@ class Settings:
     validate_responses: bool = False
     feedback_db: Path | None = None
     log_level: str = "INFO"
+    # Pins "now" for reproducible demos and tests (the example patients are dated around it).
+    fixed_now: datetime | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -46,6 +50,7 @@ class Settings:
             "validate_responses": _bool(env, "CDS_VALIDATE_RESPONSES", False),
             "feedback_db": Path(env["CDS_FEEDBACK_DB"]) if env.get("CDS_FEEDBACK_DB") else None,
             "log_level": env.get("CDS_LOG_LEVEL", "INFO").upper(),
+            "fixed_now": _moment(env, "CDS_FIXED_NOW"),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -86,3 +91,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw.lower() in {"0", "false", "no", "off"}:
         return False
     raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def _moment(env: Mapping[str, str], name: str) -> datetime | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    moment = fhirdates.parse(raw)
+    if moment is None:
+        raise ConfigurationError(f"{name} must be an ISO 8601 date-time, got {raw!r}")
+    return moment
