@@ -116,7 +116,9 @@ def mri_order(pid: str, oid: str) -> dict:
         "id": oid,
         "status": "draft",
         "intent": "order",
-        "code": {"coding": [{"system": LN, "code": "30679-5", "display": "MR Lumbar spine WO contrast"}]},
+        "code": {
+            "coding": [{"system": LN, "code": "30679-5", "display": "MR Lumbar spine WO contrast"}]
+        },
         "subject": {"reference": f"Patient/{pid}"},
         "reasonCode": [{"coding": [{"system": SN, "code": "55300003", "display": "Cramp"}]}],
     }
@@ -151,7 +153,9 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
     s[pid] = (
         "Cramps (SNOMED only) with normal potassium, sodium, calcium and magnesium 10 days ago.",
         request(
-            "patient-view", pid, pid,
+            "patient-view",
+            pid,
+            pid,
             conditions=[cramp(pid, system=SN, code="55300003", display="Cramp")],
             observations=normal_labs(pid),
         ),
@@ -161,8 +165,12 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
     s[pid] = (
         "Sciatica (M54.31, dotted) without any cramp report: the service stays silent.",
         request(
-            "patient-view", pid, pid,
-            conditions=[condition(pid, f"{pid}-sci", [(ICD, "M54.31", "Sciatica, right side")], 20)],
+            "patient-view",
+            pid,
+            pid,
+            conditions=[
+                condition(pid, f"{pid}-sci", [(ICD, "M54.31", "Sciatica, right side")], 20)
+            ],
         ),
         [],
     )
@@ -176,8 +184,15 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
     s[pid] = (
         "Order-sign: a draft lumbar MRI whose reason is cramp; no conditions, no labs.",
         request(
-            "order-sign", pid, pid,
-            {"draftOrders": {"resourceType": "Bundle", "entry": [{"resource": mri_order(pid, "mri-1")}]}},
+            "order-sign",
+            pid,
+            pid,
+            {
+                "draftOrders": {
+                    "resourceType": "Bundle",
+                    "entry": [{"resource": mri_order(pid, "mri-1")}],
+                }
+            },
         ),
         ["cramp-labs-missing"],
     )
@@ -185,10 +200,15 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
     s[pid] = (
         "Order-select: cramps (undotted M62831, calf spasm) and a selected MRI order; no labs.",
         request(
-            "order-select", pid, pid,
+            "order-select",
+            pid,
+            pid,
             {
                 "selections": ["ServiceRequest/mri-2"],
-                "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": mri_order(pid, "mri-2")}]},
+                "draftOrders": {
+                    "resourceType": "Bundle",
+                    "entry": [{"resource": mri_order(pid, "mri-2")}],
+                },
             },
             conditions=[cramp(pid, code="M62831", display="Muscle spasm of calf muscle")],
         ),
@@ -198,7 +218,9 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
     s[pid] = (
         "Note signing: coded cramps; the draft note is plain text. No labs.",
         request(
-            "dev.crampcds.note-sign", pid, pid,
+            "dev.crampcds.note-sign",
+            pid,
+            pid,
             {"note": note("Pt c/o cramping in the right calf at night for 2 weeks.")},
             conditions=[cramp(pid)],
         ),

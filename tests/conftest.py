@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from cds_service import validation
 from servers import (
     FaultServer,
     FhirServer,
@@ -18,6 +16,8 @@ from servers import (
     start_service,
     stop,
 )
+
+from cds_service import validation
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "fhir_examples" / "scenarios"
 EXAMPLE_NOW = "2026-11-20T12:00:00Z"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -71,9 +72,19 @@ def start_service(workdir: Path, env: dict[str, str] | None = None, workers: int
     environment = {**os.environ, "CDS_DATA_DIR": str(data_dir), **(env or {})}
     log = open(log_path, "w")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
-        [str(BIN / "cds-service"), "serve", "--no-auth", "--port", str(port),
-         "--workers", str(workers)],
-        cwd=workdir, env=environment, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(BIN / "cds-service"),
+            "serve",
+            "--no-auth",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        cwd=workdir,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
     wait_until_up(f"{base_url}/health", process, log_path)
@@ -140,7 +151,9 @@ def start_fhir_server(workdir: Path) -> FhirServer:
     log = open(log_path, "w")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
         [str(BIN / "sekmet"), "serve", "--config", str(config)],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     wait_until_up(f"{base_url}/metadata", process, log_path)
     return FhirServer(base_url, db_path, process)
@@ -179,10 +192,8 @@ def start_fault_server() -> FaultServer:
             fault.seen.append((self.path, dict(self.headers)))
             for prefix, handler in fault.handlers.items():
                 if self.path.startswith(prefix):
-                    try:
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                         handler(self)
-                    except (BrokenPipeError, ConnectionResetError):
-                        pass
                     return
             self.send_error(404)
 
