@@ -35,6 +35,17 @@ def read_json() -> object:
             "Content-Type",
         )
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH (413 beyond)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if (
+        limit is not None
+        and request.content_length is None
+        and len(raw) >= limit
+        and request.environ.get("wsgi.input_terminated")
+        and request.environ["wsgi.input"].read(1)
+    ):
+        # A streamed (chunked) body is cut at the limit without a word from Werkzeug: the
+        # byte after it says the body was larger, not malformed.
+        raise RequestEntityTooLarge()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -64,10 +75,11 @@ def invoke(service_id: str):
     service = find_service(service_id)
     g.service_id = service.id
     body = read_json()
-    if isinstance(body, dict):
-        g.hook_instance = (
-            body.get("hookInstance") if isinstance(body.get("hookInstance"), str) else None
-        )
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object", "body")
+    g.hook_instance = (
+        body.get("hookInstance") if isinstance(body.get("hookInstance"), str) else None
+    )
     outcome = current_app.extensions["cds_engine"].evaluate(service, body)
     g.rule_ids = outcome.rule_ids
     g.fetched = outcome.fetched

@@ -97,6 +97,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         message = f"{args.request} is not valid JSON ({exc.msg}, line {exc.lineno})"
         raise ConfigurationError(message) from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{args.request} is not valid UTF-8") from None
+    except RecursionError:
+        raise ConfigurationError(f"{args.request} is not valid JSON (nested too deeply)") from None
     if not isinstance(body, dict) or not isinstance(body.get("hook"), str):
         raise ConfigurationError(f"{args.request} is not a hook request (no 'hook' field)")
     service = HOOKS.get(body["hook"])

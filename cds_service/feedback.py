@@ -6,11 +6,12 @@ import hashlib
 import json
 import sqlite3
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import validation
-from .errors import InvalidRequest
+from .errors import InvalidRequest, Issue
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -28,16 +29,36 @@ CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card_uuid);
 """
 
 
+_ITEM_FIELDS = {"card", "outcome", "outcomeTimestamp", "acceptedSuggestions", "overrideReason"}
+
+
 def parse_feedback(body: object) -> list[dict]:
     """The feedback items of a wrapped `{"feedback": [...]}` body or a single unwrapped one."""
-    if isinstance(body, dict) and "feedback" not in body and "card" in body:
-        body = {"feedback": [body]}
     if not isinstance(body, dict):
-        raise InvalidRequest("The feedback body must be a JSON object", None)
+        raise InvalidRequest("The feedback body must be a JSON object", "body")
+    unwrapped = "feedback" not in body and bool(_ITEM_FIELDS & body.keys())
+    if unwrapped:
+        body = {"feedback": [body]}
     issues = validation.problems("feedback", body)
     if issues:
-        raise InvalidRequest(issues)
+        # An unwrapped item's errors name its own fields (`card`), not `feedback[0].card`.
+        raise InvalidRequest([_unwrap(i) for i in issues] if unwrapped else issues)
     return body["feedback"]
+
+
+def _unwrap(issue: Issue) -> Issue:
+    item = "feedback[0]"
+    expression = issue.expression
+    if expression == item:
+        expression = None
+    elif expression and expression.startswith(f"{item}."):
+        expression = expression.removeprefix(f"{item}.")
+    diagnostics = issue.diagnostics
+    if diagnostics.startswith(f"{item}."):
+        diagnostics = diagnostics.removeprefix(f"{item}.")
+    elif diagnostics.startswith(item):
+        diagnostics = "body" + diagnostics.removeprefix(item)
+    return replace(issue, expression=expression, diagnostics=diagnostics)
 
 
 class FeedbackStore:

@@ -66,13 +66,26 @@ def _issue(error: ValidationError, prefix: str) -> Issue:
         missing = _quoted(error.message)
         field = _dotted(path, [missing]) if missing else path
         return Issue(f"{field or 'body'}: {error.message}", field or None, "required")
+    forbidden = None
+    if error.validator == "not" and isinstance(error.validator_value, dict):
+        forbidden = error.validator_value.get("required")
+    if isinstance(forbidden, list) and len(forbidden) == 1:  # `not: {required: [x]}`
+        field = _dotted(path, [forbidden[0]])
+        return Issue(f"{field}: field is not allowed here", field, "invalid")
     return Issue(f"{path or 'body'}: {_describe(error)}", path or None, "invalid")
 
 
 def _deepest(error: ValidationError) -> ValidationError:
-    """For anyOf/if-then failures, the most specific sub-error says more than the summary."""
+    """For anyOf/if-then failures, the most specific sub-error says more than the summary.
+
+    A sub-error only at the same depth is one alternative among several: picking it would
+    say "must be null" of a field that may also be an object, so the summary is kept.
+    """
     while error.context:
-        error = max(error.context, key=lambda e: len(e.absolute_path))
+        deepest = max(error.context, key=lambda e: len(e.absolute_path))
+        if len(deepest.absolute_path) <= len(error.absolute_path):
+            break
+        error = deepest
     return error
 
 
@@ -97,6 +110,9 @@ def _describe(error: ValidationError) -> str:
         return f"must be one of {error.validator_value!r}"
     if error.validator == "not":
         return "has a field that is not allowed here"
+    if error.validator in {"anyOf", "oneOf"} and error.context:
+        alternatives = dict.fromkeys(_describe(e) for e in error.context)
+        return " or ".join(alternatives)
     return error.message[:200]
 
 
