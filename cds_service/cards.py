@@ -1,4 +1,10 @@
-"""Cards: a Finding plus the content under `cards/` becomes a CDS Hooks card."""
+"""Cards: a Finding plus the content under `cards/` becomes a CDS Hooks card.
+
+Card files are YAML, one per rule id. Text may quote a finding's values (`{drugs}`), and
+paragraphs and suggestions may be switched by the finding's flags (`when:` / `unless:`).
+Suggestion resources use `{patient}` for the patient reference and, in delete actions,
+`for_each_order: true` to remove each draft order the finding named.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from .chart import Chart
 from .content import content_dir
 from .rules.base import Evidence, Finding
 
+MAX_SUMMARY = 139  # CDS Hooks: "<140 characters"
 CARD_NAMESPACE = uuid.UUID("4b1d3f9e-58c1-4f53-9d0a-5f6f8a3c2e10")
 
 
@@ -38,15 +45,26 @@ def render(findings: list[Finding], trigger: list[Evidence], chart: Chart, hook_
     return [_card(f, trigger, chart, hook_instance) for f in findings]
 
 
+def _applies(item: dict, flags: frozenset[str]) -> bool:
+    if "when" in item and item["when"] not in flags:
+        return False
+    return not ("unless" in item and item["unless"] in flags)
+
+
 def _card(finding: Finding, trigger: list[Evidence], chart: Chart, hook_instance: str) -> dict:
     common = content().common
     text = content().cards[finding.rule_id]
+    values = dict(finding.values)
+    summary = next(
+        (s["text"] for s in text.get("summaries", []) if _applies(s, finding.flags)),
+        text["summary"],
+    )
     card_uuid = uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}/{finding.rule_id}")
     card: dict = {
         "uuid": str(card_uuid),
-        "summary": text["summary"],
+        "summary": fit_summary(summary, values),
         "indicator": finding.indicator,
-        "detail": _detail(text, finding, trigger, chart),
+        "detail": _detail(text, finding, trigger, chart, values),
         "source": {
             "label": text["source"]["label"],
             "url": text["source"]["url"],
@@ -57,9 +75,8 @@ def _card(finding: Finding, trigger: list[Evidence], chart: Chart, hook_instance
             },
         },
     }
-    suggestions = [
-        _suggestion(s, card_uuid, i, chart) for i, s in enumerate(text.get("suggestions") or [])
-    ]
+    templates = [s for s in text.get("suggestions") or [] if _applies(s, finding.flags)]
+    suggestions = [_suggestion(s, card_uuid, i, chart, finding) for i, s in enumerate(templates)]
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = text["selectionBehavior"]
@@ -77,10 +94,28 @@ def _card(finding: Finding, trigger: list[Evidence], chart: Chart, hook_instance
     return card
 
 
-def _detail(text: dict, finding: Finding, trigger: list[Evidence], chart: Chart) -> str:
-    lines = [text["detail"].strip(), "", "**Evidence found**", ""]
+def fit_summary(template: str, values: dict) -> str:
+    """The summary with its values, shortened so that it stays under 140 characters."""
+    summary = template.format_map(values)
+    while len(summary) > MAX_SUMMARY and values:
+        longest = max(values, key=lambda k: len(values[k]))
+        value = values[longest]
+        if len(value) <= 1:
+            break
+        keep = max(0, len(value) - (len(summary) - MAX_SUMMARY) - 1)
+        values = {**values, longest: value[:keep].rstrip(" ,;") + "…"}
+        summary = template.format_map(values)
+    return summary[:MAX_SUMMARY]
+
+
+def _detail(text: dict, finding: Finding, trigger, chart: Chart, values: dict) -> str:
+    lines = [text["detail"].strip().format_map(values)]
+    for paragraph in text.get("paragraphs") or []:
+        if _applies(paragraph, finding.flags):
+            lines += ["", paragraph["text"].strip().format_map(values)]
+    lines += ["", "**Evidence found**", ""]
     lines += [f"- {e.markdown()}" for e in [*trigger, *finding.evidence]]
-    cannot_read = [*finding.missing, *chart.gaps]
+    cannot_read = list(dict.fromkeys([*finding.missing, *chart.unreadable, *chart.gaps]))
     if cannot_read:
         lines += ["", "**Could not be read**", ""]
         lines += [f"- {item}" for item in cannot_read]
@@ -88,21 +123,48 @@ def _detail(text: dict, finding: Finding, trigger: list[Evidence], chart: Chart)
     return "\n".join(lines)
 
 
-def _suggestion(template: dict, card_uuid: uuid.UUID, index: int, chart: Chart) -> dict:
+def _suggestion(template: dict, card_uuid: uuid.UUID, index: int, chart: Chart, finding: Finding):
+    actions = []
+    for action in template["actions"]:
+        if action.get("for_each_order"):
+            actions += [
+                {
+                    "type": "delete",
+                    "description": action["description"].format(order=reference),
+                    "resourceId": reference,
+                }
+                for reference in finding.orders
+            ]
+        else:
+            actions.append(_action(action, chart))
     suggestion = {
         "label": template["label"],
         "uuid": str(uuid.uuid5(card_uuid, f"suggestion-{index}")),
-        "actions": [_fill(copy.deepcopy(a), chart) for a in template["actions"]],
+        "actions": actions,
     }
     if "isRecommended" in template:
         suggestion["isRecommended"] = bool(template["isRecommended"])
     return suggestion
 
 
+def _action(template: dict, chart: Chart) -> dict:
+    """A create action; its resource is inline or a shared one (`resource_ref`) with overrides."""
+    if "resource_ref" in template:
+        resource = copy.deepcopy(content().common["resources"][template["resource_ref"]])
+        resource.update(copy.deepcopy(template.get("overrides") or {}))
+    else:
+        resource = copy.deepcopy(template["resource"])
+    return {
+        "type": template["type"],
+        "description": template["description"],
+        "resource": _fill(resource, chart),
+    }
+
+
 def _fill(value, chart: Chart):
     """Put the patient into a suggestion template (`{patient}` stands for Patient/<id>)."""
     if isinstance(value, dict):
-        return {k: _fill(v, chart) for k, v in value.items()}
+        return {k: _fill(v, chart) for k, v in value.items() if k not in {"when", "unless"}}
     if isinstance(value, list):
         return [_fill(v, chart) for v in value]
     if value == "{patient}":

@@ -1,24 +1,42 @@
 """The chart: one read-only view of the patient, built from the gathered raw JSON.
 
 Rules read only the chart. It knows which conditions and observations count (status filters),
-their dates, the latest readable result per lab in canonical units, draft orders and "now".
-Anything it cannot interpret is kept in `unreadable` so cards can say so.
+their dates, lab results in canonical units and how to classify them, active medications,
+draft orders, the note text and "now". What it cannot interpret is kept in `unreadable` so
+cards can say so instead of silently using or dropping it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import binascii
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from . import fhirdates
 from .gather import Gathered
 from .labs import Lab
-from .terminology import Coding, Terminology, ValueSet
+from .terminology import Coding, Terminology, ValueSet, codings_of, concept_text
 
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
 EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
 COUNTING_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
+COUNTING_MEDICATION = {"active", "on-hold", "draft"}
+LOW_INTERPRETATION = {"L", "LL"}
+HIGH_INTERPRETATION = {"H", "HH"}
+DECIDING_INTERPRETATION = LOW_INTERPRETATION | HIGH_INTERPRETATION | {"N"}
+ABSENT_CODES = {"260413007", "absent", "N", "no", "373067005"}  # SNOMED None / No
+
+
+def label_of(concept: object, fallback: str) -> str:
+    text = concept_text(concept)
+    if text:
+        return text
+    for coding in codings_of(concept):
+        if coding.display:
+            return coding.display
+    return fallback
 
 
 @dataclass(frozen=True)
@@ -31,21 +49,30 @@ class Fact:
     resource: dict = field(repr=False, compare=False)
 
     def label(self) -> str:
-        text = self.code.get("text") if isinstance(self.code, dict) else None
-        if isinstance(text, str) and text:
-            return text
-        for coding in self.code.get("coding") or [] if isinstance(self.code, dict) else []:
-            if isinstance(coding, dict) and coding.get("display"):
-                return str(coding["display"])
-        return self.reference
+        return label_of(self.code, self.reference)
+
+    @property
+    def body_sites(self) -> list[dict]:
+        sites = self.resource.get("bodySite")
+        if isinstance(sites, dict):  # Observation.bodySite is a single CodeableConcept
+            sites = [sites]
+        return [s for s in sites or [] if isinstance(s, dict)]
+
+    @property
+    def day(self) -> str | None:
+        return self.when.date().isoformat() if self.when else None
 
 
 @dataclass(frozen=True)
 class Match:
-    """A fact and the coding that put it in a concept group: the evidence a card lists."""
+    """A fact and the coding (or name) that put it in a concept group: a card's evidence."""
 
     fact: Fact
     coding: Coding
+
+    @property
+    def code(self) -> str:
+        return f"{self.coding.system}|{self.coding.code}" if self.coding.system else ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +81,52 @@ class LabResult:
     fact: Fact
     value: float  # in lab.unit
     original: str  # the value as recorded, with its unit
+    interpretation: str | None  # N, L, LL, H or HH when the Observation says so
+    range_low: float | None  # reference range, in lab.unit
+    range_high: float | None
+
+    def is_low(self) -> bool:
+        """Interpretation decides, else the reference range, else the catalog's threshold."""
+        if self.interpretation in DECIDING_INTERPRETATION:
+            return self.interpretation in LOW_INTERPRETATION
+        if self.range_low is not None:
+            return self.value < self.range_low
+        return self.lab.low_below is not None and self.value < self.lab.low_below
+
+    def is_high(self) -> bool:
+        if self.interpretation in DECIDING_INTERPRETATION:
+            return self.interpretation in HIGH_INTERPRETATION
+        if self.range_high is not None:
+            return self.value > self.range_high
+        return self.lab.high_above is not None and self.value > self.lab.high_above
+
+    def shown(self) -> str:
+        text = f"{self.value:.4g} {self.lab.unit}"
+        return text if self.original.endswith(f" {self.lab.unit}") else f"{text} ({self.original})"
+
+
+@dataclass(frozen=True)
+class Medication:
+    """An active, on-hold or draft MedicationRequest, with the concept naming its drug."""
+
+    reference: str
+    concept: dict
+    when: datetime | None
+
+    def label(self) -> str:
+        return label_of(self.concept, self.reference)
+
+
+@dataclass(frozen=True)
+class Order:
+    """A draft order from `context.draftOrders`, with the concept of what is ordered."""
+
+    reference: str
+    resource: dict = field(repr=False, compare=False)
+    concept: dict = field(default_factory=dict)
+
+    def label(self) -> str:
+        return label_of(self.concept, self.reference)
 
 
 @dataclass(frozen=True)
@@ -63,10 +136,13 @@ class Chart:
     patient_id: str
     birth_date: date | None
     sex: str | None
-    conditions: tuple[Fact, ...]
+    conditions: tuple[Fact, ...]  # those that count: active, recurrence, relapse, or no status
+    past_conditions: tuple[Fact, ...]  # inactive, remission or resolved (not refuted)
     observations: tuple[Fact, ...]
-    draft_orders: tuple[dict, ...]
+    medications: tuple[Medication, ...]
+    draft_orders: tuple[Order, ...]
     selections: tuple[str, ...]
+    note_text: str
     gaps: tuple[str, ...]
     unreadable: tuple[str, ...]
     terminology: Terminology = field(repr=False)
@@ -75,18 +151,41 @@ class Chart:
     def patient_reference(self) -> str:
         return f"Patient/{self.patient_id}"
 
+    @property
+    def age(self) -> int | None:
+        if self.birth_date is None:
+            return None
+        today = self.now.date()
+        before_birthday = (today.month, today.day) < (self.birth_date.month, self.birth_date.day)
+        return today.year - self.birth_date.year - before_birthday
+
     def value_set(self, name: str) -> ValueSet:
         return self.terminology[name]
+
+    def since(self, days: int) -> datetime:
+        return self.now - timedelta(days=days)
 
     def conditions_in(self, group: str, within_days: int | None = None) -> list[Match]:
         return list(self._matching(self.conditions, group, within_days))
 
-    def observations_in(self, group: str, within_days: int | None = None) -> list[Match]:
-        return list(self._matching(self.observations, group, within_days))
+    def past_conditions_in(self, group: str, within_days: int | None = None) -> list[Match]:
+        return list(self._matching(self.past_conditions, group, within_days))
 
-    def _matching(self, facts, group: str, within_days: int | None) -> Iterator[Match]:
+    def observations_in(self, group: str, within_days: int | None = None) -> list[Match]:
+        """Observations coded in the group, not negated (a finding recorded as absent)."""
+        return [
+            m
+            for m in self._matching(self.observations, group, within_days)
+            if not is_negated(m.fact.resource)
+        ]
+
+    def findings_in(self, group: str, within_days: int | None = None) -> list[Match]:
+        """A symptom or problem, whether coded as a Condition or as an Observation finding."""
+        return self.conditions_in(group, within_days) + self.observations_in(group, within_days)
+
+    def _matching(self, facts: Iterable[Fact], group: str, within: int | None) -> Iterator[Match]:
         value_set = self.terminology[group]
-        since = self.now - timedelta(days=within_days) if within_days is not None else None
+        since = self.since(within) if within is not None else None
         for fact in facts:
             coding = value_set.match(fact.code)
             if coding is None:
@@ -95,36 +194,105 @@ class Chart:
                 continue
             yield Match(fact, coding)
 
-    def latest_result(self, lab: Lab) -> tuple[LabResult | None, list[str]]:
-        """The newest readable result within the lab's lookback, and what could not be read."""
-        since = self.now - timedelta(days=lab.lookback_days)
+    def results(self, lab: Lab) -> tuple[list[LabResult], list[str]]:
+        """Readable results within the lab's lookback, newest first; and what was unreadable."""
+        since, latest_allowed = self.since(lab.lookback_days), self.now + timedelta(days=1)
+        readable: list[LabResult] = []
         unreadable: list[str] = []
-        best: LabResult | None = None
-        for match in self.observations_in(lab.value_set, lab.lookback_days):
-            fact = match.fact
-            if fact.when is None or fact.when < since or fact.when > self.now + timedelta(days=1):
+        for fact in self.observations:
+            if fact.when is None or not since <= fact.when <= latest_allowed:
+                continue
+            if self.terminology[lab.value_set].match(fact.code) is None:
                 continue
             result = _lab_value(lab, fact)
             if isinstance(result, str):
                 unreadable.append(result)
-            elif best is None or fact.when > best.fact.when:
-                best = result
-        return best, unreadable
+            else:
+                readable.append(result)
+        readable.sort(key=lambda r: r.fact.when, reverse=True)
+        return readable, unreadable
+
+    def latest_result(self, lab: Lab) -> tuple[LabResult | None, list[str]]:
+        readable, unreadable = self.results(lab)
+        return (readable[0] if readable else None), unreadable
+
+    def medications_in(self, group: str) -> list[tuple[Medication, str]]:
+        """Active medications in the group, each with the code or name that matched."""
+        value_set = self.terminology[group]
+        found = []
+        for medication in self.medications:
+            coding = value_set.match(medication.concept)
+            if coding is not None:
+                found.append((medication, f"{coding.system}|{coding.code}"))
+            elif (name := value_set.match_name(medication.concept)) is not None:
+                found.append((medication, f"name '{name}'"))
+        return found
+
+    @property
+    def orders_to_check(self) -> tuple[Order, ...]:
+        """The orders named in `selections` at order-select, every draft order at order-sign."""
+        if self.hook == "order-select":
+            return tuple(o for o in self.draft_orders if o.reference in set(self.selections))
+        if self.hook == "order-sign":
+            return self.draft_orders
+        return ()
+
+
+def is_negated(observation: dict) -> bool:
+    """A symptom Observation that records the finding as absent (valueBoolean false, "absent")."""
+    if observation.get("valueBoolean") is False:
+        return True
+    value = observation.get("valueCodeableConcept")
+    if isinstance(value, dict):
+        if concept_text(value).strip().lower() in {"absent", "no", "none", "negative"}:
+            return True
+        return any(
+            c.code in ABSENT_CODES or c.display.lower() in {"absent", "no", "none"}
+            for c in codings_of(value)
+        )
+    return False
 
 
 def _lab_value(lab: Lab, fact: Fact) -> LabResult | str:
     quantity = fact.resource.get("valueQuantity")
     if not isinstance(quantity, dict):
-        return f"{fact.reference}: {lab.name} has no numeric value"
+        return f"{fact.reference}: {lab.name} has no numeric value (not interpretable)"
     value, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
     if not isinstance(value, int | float) or isinstance(value, bool):
-        return f"{fact.reference}: {lab.name} value is not a number"
+        return f"{fact.reference}: {lab.name} value is not a number (not interpretable)"
     if not isinstance(unit, str) or not unit:
-        return f"{fact.reference}: {lab.name} {value} has no unit"
+        return f"{fact.reference}: {lab.name} {value} has no unit (not interpretable)"
     converted = lab.to_canonical(float(value), unit)
     if converted is None:
-        return f"{fact.reference}: {lab.name} {value} {unit} (unit not interpretable)"
-    return LabResult(lab, fact, converted, f"{value:g} {unit}")
+        return f"{fact.reference}: {lab.name} {value} {unit}: unit not interpretable"
+    low, high = _reference_range(lab, fact.resource)
+    return LabResult(
+        lab, fact, converted, f"{value:g} {unit}", _interpretation(fact.resource), low, high
+    )
+
+
+def _interpretation(resource: dict) -> str | None:
+    for concept in resource.get("interpretation") or []:
+        for coding in codings_of(concept):
+            if coding.code in DECIDING_INTERPRETATION:
+                return coding.code
+    return None
+
+
+def _reference_range(lab: Lab, resource: dict) -> tuple[float | None, float | None]:
+    for entry in resource.get("referenceRange") or []:
+        if isinstance(entry, dict):
+            return _bound(lab, entry.get("low")), _bound(lab, entry.get("high"))
+    return None, None
+
+
+def _bound(lab: Lab, quantity: object) -> float | None:
+    if not isinstance(quantity, dict):
+        return None
+    value, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not isinstance(unit, str):
+        return None
+    return lab.to_canonical(float(value), unit)
 
 
 def build_chart(
@@ -135,33 +303,34 @@ def build_chart(
     now: datetime,
 ) -> Chart:
     patient_id = str(context["patientId"])
-    patient = next(
-        (p for p in gathered.of_type("Patient") if p.get("id") == patient_id),
-        None,
-    )
+    patient = next((p for p in gathered.of_type("Patient") if p.get("id") == patient_id), None)
     unreadable: list[str] = []
-    conditions = tuple(_conditions(gathered.of_type("Condition"), patient_id, unreadable))
-    observations = tuple(_observations(gathered.of_type("Observation"), patient_id, unreadable))
-    draft_orders = tuple(
-        entry["resource"]
-        for entry in (context.get("draftOrders") or {}).get("entry") or []
-        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
-    )
+    conditions, past_conditions = [], []
+    for fact, counts in _conditions(gathered.of_type("Condition"), patient_id, unreadable):
+        (conditions if counts else past_conditions).append(fact)
     gaps = list(gathered.gaps)
     if patient is None:
-        gaps.append(f"Patient/{patient_id} was not available")
+        gaps.append(f"Patient/{patient_id} was not available (age and sex unknown)")
+    patient = patient or {}
+    medications_by_id = {
+        m.get("id"): m for m in gathered.of_type("Medication") if isinstance(m.get("id"), str)
+    }
+    gender = patient.get("gender")
     return Chart(
         hook=hook,
         now=now,
         patient_id=patient_id,
-        birth_date=fhirdates.parse_date((patient or {}).get("birthDate")),
-        sex=(patient or {}).get("gender")
-        if isinstance((patient or {}).get("gender"), str)
-        else None,
-        conditions=conditions,
-        observations=observations,
-        draft_orders=draft_orders,
-        selections=tuple(context.get("selections") or ()),
+        birth_date=fhirdates.parse_date(patient.get("birthDate")),
+        sex=gender if isinstance(gender, str) else None,
+        conditions=tuple(conditions),
+        past_conditions=tuple(past_conditions),
+        observations=tuple(_observations(gathered.of_type("Observation"), patient_id, unreadable)),
+        medications=tuple(
+            _medications(gathered.of_type("MedicationRequest"), patient_id, medications_by_id)
+        ),
+        draft_orders=tuple(_orders(context.get("draftOrders"))),
+        selections=tuple(s for s in context.get("selections") or () if isinstance(s, str)),
+        note_text=_note_text(context.get("note"), unreadable),
         gaps=tuple(gaps),
         unreadable=tuple(unreadable),
         terminology=terminology,
@@ -178,30 +347,37 @@ def _about_patient(resource: dict, patient_id: str) -> bool:
 
 
 def _status(concept: object) -> str | None:
-    if not isinstance(concept, dict):
-        return None
-    for coding in concept.get("coding") or []:
-        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-            return coding["code"]
+    for coding in codings_of(concept):
+        return coding.code
+    if isinstance(concept, dict):  # codings without a system still carry the status code
+        for coding in concept.get("coding") or []:
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                return coding["code"]
     return None
 
 
-def _conditions(resources: list[dict], patient_id: str, unreadable: list[str]) -> Iterator[Fact]:
+def _reference(resource: dict) -> str:
+    rid = resource.get("id")
+    return f"{resource.get('resourceType')}/{rid if isinstance(rid, str) else '?'}"
+
+
+def _conditions(
+    resources: list[dict], patient_id: str, unreadable: list[str]
+) -> Iterator[tuple[Fact, bool]]:
+    """Each Condition not refuted or entered in error, and whether it counts as current."""
     for resource in resources:
         if not _about_patient(resource, patient_id):
             continue
-        reference = f"Condition/{resource.get('id', '?')}"
         clinical = _status(resource.get("clinicalStatus"))
-        if clinical is not None and clinical not in COUNTING_CLINICAL:
-            continue
         if _status(resource.get("verificationStatus")) in EXCLUDED_VERIFICATION:
             continue
+        reference = _reference(resource)
         code = resource.get("code")
         if not isinstance(code, dict):
-            unreadable.append(f"{reference}: no code")
+            unreadable.append(f"{reference}: no code (not interpretable)")
             continue
         when = _first_date(resource, ("onsetDateTime", "onsetPeriod", "recordedDate"))
-        yield Fact(reference, code, when, resource)
+        yield Fact(reference, code, when, resource), clinical in COUNTING_CLINICAL | {None}
 
 
 def _observations(resources: list[dict], patient_id: str, unreadable: list[str]) -> Iterator[Fact]:
@@ -210,15 +386,90 @@ def _observations(resources: list[dict], patient_id: str, unreadable: list[str])
             continue
         if resource.get("status") not in COUNTING_OBSERVATION:
             continue
-        reference = f"Observation/{resource.get('id', '?')}"
+        reference = _reference(resource)
         code = resource.get("code")
         if not isinstance(code, dict):
-            unreadable.append(f"{reference}: no code")
+            unreadable.append(f"{reference}: no code (not interpretable)")
             continue
         when = _first_date(
             resource, ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")
         )
+        if when is None:
+            unreadable.append(f"{reference}: no readable date (not interpretable)")
         yield Fact(reference, code, when, resource)
+
+
+def _medications(
+    resources: list[dict], patient_id: str, medications_by_id: dict[str, dict]
+) -> Iterator[Medication]:
+    for resource in resources:
+        if not _about_patient(resource, patient_id):
+            continue
+        if resource.get("status") not in COUNTING_MEDICATION:
+            continue
+        yield Medication(
+            _reference(resource),
+            medication_concept(resource, medications_by_id),
+            fhirdates.parse(resource.get("authoredOn")),
+        )
+
+
+def medication_concept(request: dict, medications_by_id: dict[str, dict] | None = None) -> dict:
+    """The drug of a MedicationRequest: its CodeableConcept, or the referenced Medication's."""
+    concept = request.get("medicationCodeableConcept")
+    if isinstance(concept, dict):
+        return concept
+    reference = request.get("medicationReference")
+    if not isinstance(reference, dict):
+        return {}
+    target = reference.get("reference")
+    medication = None
+    if isinstance(target, str) and target.startswith("#"):
+        medication = next(
+            (
+                c
+                for c in request.get("contained") or []
+                if isinstance(c, dict) and c.get("id") == target[1:]
+            ),
+            None,
+        )
+    elif isinstance(target, str) and medications_by_id:
+        medication = medications_by_id.get(target.rsplit("/", 1)[-1])
+    if isinstance(medication, dict) and isinstance(medication.get("code"), dict):
+        return medication["code"]
+    display = reference.get("display")
+    return {"text": display} if isinstance(display, str) else {}
+
+
+def _orders(bundle: object) -> Iterator[Order]:
+    if not isinstance(bundle, dict):
+        return
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        if resource.get("resourceType") == "MedicationRequest":
+            concept = medication_concept(resource)
+        else:
+            concept = resource.get("code") if isinstance(resource.get("code"), dict) else {}
+        yield Order(_reference(resource), resource, concept)
+
+
+def _note_text(note: object, unreadable: list[str]) -> str:
+    if not isinstance(note, dict):
+        return ""
+    parts = []
+    for content in note.get("content") or []:
+        attachment = content.get("attachment") if isinstance(content, dict) else None
+        if not isinstance(attachment, dict) or not isinstance(attachment.get("data"), str):
+            continue
+        if not str(attachment.get("contentType", "")).startswith("text/plain"):
+            continue
+        try:
+            parts.append(base64.b64decode(attachment["data"], validate=False).decode("utf-8"))
+        except (binascii.Error, UnicodeDecodeError):
+            unreadable.append("the draft note's text could not be decoded (not interpretable)")
+    return "\n".join(parts)
 
 
 def _first_date(resource: dict, fields: tuple[str, ...]) -> datetime | None:

@@ -1,39 +1,80 @@
-"""Lab definitions from the catalog's threshold table: codes, canonical unit, conversions."""
+"""Lab and vital-sign definitions from the catalog's threshold table.
+
+Each names its concept group, the canonical unit its thresholds are written in, how recorded
+units convert to it (UCUM codes and their common spellings), and its fixed cut-offs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-MMOL_L = "mmol/L"
-MG_DL = "mg/dL"
+Convert = Callable[[float], float]
+
+
+def normalise_unit(unit: str) -> str:
+    return unit.replace(" ", "").replace("µ", "u").replace("μ", "u").lower()
+
+
+def _scale(factor: float) -> Convert:
+    return lambda value: value * factor
 
 
 @dataclass(frozen=True)
 class Lab:
     name: str
-    value_set: str  # name of the concept group in valuesets/
+    value_set: str  # the concept group in valuesets/
     unit: str  # the canonical unit thresholds are written in
-    factors: dict[str, float]  # normalised unit -> multiply to reach `unit`
+    converters: dict[str, Convert]  # normalised unit -> to canonical
+    lookback_days: int
     low_below: float | None = None
-    lookback_days: int = 90
+    high_above: float | None = None
 
     def to_canonical(self, value: float, unit: str) -> float | None:
-        factor = self.factors.get(normalise_unit(unit))
-        return None if factor is None else value * factor
+        convert = self.converters.get(normalise_unit(unit))
+        return None if convert is None else convert(value)
 
 
-def normalise_unit(unit: str) -> str:
-    return unit.replace(" ", "").lower()
+def _units(mapping: dict[tuple[str, ...], Convert]) -> dict[str, Convert]:
+    return {normalise_unit(u): convert for units, convert in mapping.items() for u in units}
 
 
-_MOLAR = {"mmol/l": 1.0, "meq/l": 1.0}  # K and Na: mEq/L equals mmol/L
-_CALCIUM = {"mg/dl": 1.0, "mmol/l": 4.008, "meq/l": 4.008 / 2}
-_MAGNESIUM = {"mg/dl": 1.0, "mmol/l": 2.4305, "meq/l": 2.4305 / 2}
-
-ELECTROLYTES: tuple[Lab, ...] = (
-    Lab("potassium", "POTASSIUM", MMOL_L, _MOLAR, low_below=3.5),
-    Lab("sodium", "SODIUM", MMOL_L, _MOLAR, low_below=135),
-    Lab("calcium (total)", "CALCIUM_TOTAL", MG_DL, _CALCIUM, low_below=8.5),
-    Lab("calcium (albumin-corrected)", "CALCIUM_CORRECTED", MG_DL, _CALCIUM, low_below=8.5),
-    Lab("magnesium", "MAGNESIUM", MG_DL, _MAGNESIUM, low_below=1.7),
+_SAME = _scale(1.0)
+# Potassium and sodium: mEq/L equals mmol/L.
+_MOLAR = _units({("mmol/L", "mEq/L", "meq/L"): _SAME})
+# Calcium and magnesium are compared in mg/dL; mEq/L is half a mmol/L for both.
+_CALCIUM = _units({("mg/dL",): _SAME, ("mmol/L",): _scale(4.008), ("mEq/L",): _scale(2.004)})
+_MAGNESIUM = _units(
+    {("mg/dL",): _SAME, ("mmol/L",): _scale(2.4305), ("mEq/L",): _scale(2.4305 / 2)}
 )
+_TSH = _units({("m[IU]/L", "mIU/L", "u[IU]/mL", "uIU/mL", "mU/L"): _SAME})
+_EGFR = _units({("mL/min/{1.73_m2}", "mL/min/1.73m2", "mL/min/1.73.m2", "mL/min/1.73_m2"): _SAME})
+_TEMPERATURE = _units(
+    {("Cel", "°C", "degC"): _SAME, ("[degF]", "°F", "degF"): lambda f: (f - 32) * 5 / 9}
+)
+_WEIGHT = _units(
+    {("kg",): _SAME, ("g",): _scale(0.001), ("[lb_av]", "lb", "lbs"): _scale(0.45359237)}
+)
+_PERCENT = _units({("%",): _SAME})
+
+DAYS_12_MONTHS = 365
+
+POTASSIUM = Lab("potassium", "POTASSIUM", "mmol/L", _MOLAR, 90, low_below=3.5)
+SODIUM = Lab("sodium", "SODIUM", "mmol/L", _MOLAR, 90, low_below=135)
+CALCIUM_TOTAL = Lab("calcium (total)", "CALCIUM_TOTAL", "mg/dL", _CALCIUM, 90, low_below=8.5)
+CALCIUM_CORRECTED = Lab(
+    "calcium (albumin-corrected)", "CALCIUM_CORRECTED", "mg/dL", _CALCIUM, 90, low_below=8.5
+)
+MAGNESIUM = Lab("magnesium", "MAGNESIUM", "mg/dL", _MAGNESIUM, 90, low_below=1.7)
+ELECTROLYTES: tuple[Lab, ...] = (POTASSIUM, SODIUM, CALCIUM_TOTAL, CALCIUM_CORRECTED, MAGNESIUM)
+
+TSH = Lab("TSH", "TSH", "mIU/L", _TSH, DAYS_12_MONTHS, high_above=4.5)
+EGFR = Lab("eGFR", "EGFR", "mL/min/1.73m2", _EGFR, DAYS_12_MONTHS)
+EGFR_CKD_BELOW = 60.0
+EGFR_NSAID_BELOW = 30.0
+TEMPERATURE = Lab("body temperature", "BODY_TEMPERATURE", "Cel", _TEMPERATURE, 7)
+FEVER_AT_OR_ABOVE = 38.0
+WEIGHT = Lab("body weight", "BODY_WEIGHT", "kg", _WEIGHT, DAYS_12_MONTHS)
+WEIGHT_LOSS_FRACTION = 0.05
+HBA1C = Lab("HbA1c", "HBA1C", "%", _PERCENT, DAYS_12_MONTHS)
+HBA1C_DIABETES_AT_OR_ABOVE = 6.5

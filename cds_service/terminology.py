@@ -3,7 +3,9 @@
 Each file is a FHIR ValueSet with an expansion. Two project extensions mark catalog conventions:
 - `code-prefix`: the entry matches every code that starts with it (ICD-10-CM `M54.3*`);
 - `unverified-code`: the code counts only when the coding's display, or the concept's text,
-  also names the concept (the extension's valueString is the word to look for).
+  also names the concept (the extension's valueString is the word to look for);
+- `name-match` (on the ValueSet): a name matched, case-insensitively, in the concept's text or
+  a coding's display when no code matches (drug ingredient names, body sites).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ CPT = "http://www.ama-assn.org/go/cpt"
 EXT_BASE = "https://crampcds.dev/fhir/StructureDefinition/"
 PREFIX_EXT = EXT_BASE + "code-prefix"
 UNVERIFIED_EXT = EXT_BASE + "unverified-code"
+NAME_EXT = EXT_BASE + "name-match"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class ValueSet:
     exact: frozenset[tuple[str, str]]
     prefixes: tuple[tuple[str, str], ...]
     unverified: dict[tuple[str, str], str]  # (system, code) -> word that must be named
+    names: tuple[str, ...] = ()
 
     def match(self, concept: object) -> Coding | None:
         """The first coding of `concept` that is in this value set, or None."""
@@ -80,6 +84,17 @@ class ValueSet:
                 continue
             if any(key[0] == s and key[1].startswith(p) for s, p in self.prefixes):
                 return coding
+        return None
+
+    def match_name(self, concept: object) -> str | None:
+        """The first of this value set's names found in the concept's text or displays."""
+        if not self.names:
+            return None
+        texts = [concept_text(concept).lower()]
+        texts += [coding.display.lower() for coding in codings_of(concept)]
+        for name in self.names:
+            if any(name in text for text in texts):
+                return name
         return None
 
     def codes(self, system: str) -> frozenset[str]:
@@ -112,6 +127,9 @@ def parse_value_set(document: dict) -> ValueSet:
         exact=frozenset(exact),
         prefixes=tuple(prefixes),
         unverified=unverified,
+        names=tuple(
+            e["valueString"].lower() for e in document.get("extension", []) if e["url"] == NAME_EXT
+        ),
     )
 
 

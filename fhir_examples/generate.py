@@ -141,6 +141,583 @@ def note(text: str) -> dict:
     }
 
 
+RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
+CPT = "http://www.ama-assn.org/go/cpt"
+INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+def med(pid, mid, name, rxnorm=None, status="active", days_ago=30):
+    concept = {"text": name}
+    if rxnorm:
+        concept["coding"] = [{"system": RX, "code": rxnorm, "display": name}]
+    return {
+        "resourceType": "MedicationRequest",
+        "id": mid,
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": concept,
+        "subject": {"reference": f"Patient/{pid}"},
+        "authoredOn": day(days_ago),
+    }
+
+
+def vital(pid, oid, loinc, display, value, unit, days_ago):
+    resource = lab(pid, oid, loinc, display, value, unit, days_ago)
+    resource["category"] = [{"coding": [{"system": CAT, "code": "vital-signs"}]}]
+    return resource
+
+
+def finding(pid, oid, code, display, days_ago, present=True, category="exam"):
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "category": [{"coding": [{"system": CAT, "code": category}]}],
+        "code": {"coding": [{"system": SN, "code": code, "display": display}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": day(days_ago) + "T10:00:00Z",
+        "valueBoolean": present,
+    }
+
+
+def draft_med(pid, oid, name, rxnorm=None):
+    resource = med(pid, oid, name, rxnorm, status="draft", days_ago=0)
+    resource["intent"] = "order"
+    return resource
+
+
+def draft_imaging(pid, oid, system=LN, code="30679-5", display="MR Lumbar spine WO contrast"):
+    resource = mri_order(pid, oid)
+    resource["code"] = {"coding": [{"system": system, "code": code, "display": display}]}
+    del resource["reasonCode"]
+    return resource
+
+
+class Case:
+    """One scenario: a patient with cramps by default, normal labs unless told otherwise."""
+
+    def __init__(
+        self,
+        name,
+        description,
+        expected,
+        hook="patient-view",
+        birth="1971-03-14",
+        cramps=True,
+        labs=True,
+    ):
+        self.name, self.description, self.expected, self.hook = name, description, expected, hook
+        self.pid, self.birth = name, birth
+        self.conditions = [cramp(name)] if cramps else []
+        self.observations = normal_labs(name) if labs else []
+        self.meds, self.orders, self.selections = [], [], None
+
+    def dx(self, code, display, days_ago=20, system=ICD, **kwargs):
+        cid = f"{self.pid}-c{len(self.conditions)}"
+        self.conditions.append(
+            condition(self.pid, cid, [(system, code, display)], days_ago, **kwargs)
+        )
+        return self.conditions[-1]
+
+    def obs(self, resource):
+        self.observations.append(resource)
+        return resource
+
+    def lab(self, loinc, display, value, unit, days_ago=10, **extra):
+        oid = f"{self.pid}-o{len(self.observations)}"
+        resource = lab(self.pid, oid, loinc, display, value, unit, days_ago)
+        resource.update(extra)
+        # A result of an electrolyte replaces the normal one the case started with.
+        same_lab = {
+            "2823-3": "k",
+            "6298-4": "k",
+            "2951-2": "na",
+            "2947-0": "na",
+            "17861-6": "ca",
+            "29265-6": "ca",
+            "19123-9": "mg",
+            "2601-3": "mg",
+        }
+        if loinc in same_lab:
+            replaced = f"{self.pid}-{same_lab[loinc]}"
+            self.observations = [o for o in self.observations if o["id"] != replaced]
+        self.observations.append(resource)
+        return resource
+
+    def med(self, name, rxnorm=None):
+        self.meds.append(med(self.pid, f"{self.pid}-m{len(self.meds)}", name, rxnorm))
+
+    def order(self, resource, selected=True):
+        self.orders.append(resource)
+        if self.hook == "order-select" and selected:
+            self.selections = (self.selections or []) + [
+                f"{resource['resourceType']}/{resource['id']}"
+            ]
+
+    def build(self):
+        extra = {}
+        if self.hook in {"order-select", "order-sign"}:
+            extra["draftOrders"] = {
+                "resourceType": "Bundle",
+                "entry": [{"resource": o} for o in self.orders],
+            }
+        if self.hook == "order-select":
+            extra["selections"] = (
+                self.selections or [f"{o['resourceType']}/{o['id']}" for o in self.orders][:1]
+            )
+        body = request(
+            self.hook, self.pid, self.name, extra, self.conditions, self.observations, self.meds
+        )
+        body["prefetch"]["patient"] = patient(self.pid, birth=self.birth)
+        return body
+
+
+def cases() -> list[Case]:
+    out = []
+
+    def case(*args, **kwargs):
+        out.append(Case(*args, **kwargs))
+        return out[-1]
+
+    # --- cauda-equina-red-flag
+    c = case(
+        "cauda-equina-coded",
+        "Cauda equina syndrome coded (ICD-10-CM G83.4).",
+        ["cauda-equina-red-flag"],
+    )
+    c.dx("G83.4", "Cauda equina syndrome", 3)
+    c = case(
+        "cauda-equina-retention",
+        "Low back pain with urinary retention 5 days ago.",
+        ["cauda-equina-red-flag"],
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 30)
+    c.dx("R33.9", "Retention of urine, unspecified", 5)
+    c = case(
+        "cauda-equina-saddle-text",
+        "Sciatica and a condition described as saddle numbness (text and R20.0).",
+        ["cauda-equina-red-flag"],
+    )
+    c.dx("M5441", "Lumbago with sciatica, right side", 40)
+    c.dx("R20.0", "Anesthesia of skin", 2)["code"]["text"] = "Saddle numbness"
+    c = case(
+        "cauda-equina-saddle-site",
+        "Sciatica and paraesthesia at the perineum (R20.2 with bodySite).",
+        ["cauda-equina-red-flag"],
+    )
+    c.dx("M54.31", "Sciatica, right side", 40)
+    c.dx("R20.2", "Paresthesia of skin", 4)["bodySite"] = [
+        {"coding": [{"system": SN, "code": "38864007", "display": "Perineum structure"}]}
+    ]
+    c = case(
+        "cauda-equina-bilateral-new",
+        "Right sciatica for months, left sciatica 5 days ago.",
+        ["cauda-equina-red-flag"],
+    )
+    c.dx("M54.31", "Sciatica, right side", 200)
+    c.dx("M54.32", "Sciatica, left side", 5)
+    c = case(
+        "bilateral-sciatica-old",
+        "Right and left sciatica both older than 14 days: not new, no red flag.",
+        ["cramp-sciatica-association", "sciatica-management"],
+    )
+    c.dx("M54.31", "Sciatica, right side", 100)
+    c.dx("M54.32", "Sciatica, left side", 60)
+    c = case(
+        "bladder-without-back-pain",
+        "Urinary incontinence without back pain or sciatica: no red flag.",
+        [],
+    )
+    c.dx("R32", "Unspecified urinary incontinence", 3)
+    c = case(
+        "bladder-change-old",
+        "Low back pain with urinary retention 20 days ago: outside 14 days.",
+        [],
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 30)
+    c.dx("R33.9", "Retention of urine, unspecified", 20)
+    c = case("cauda-equina-refuted", "Cauda equina syndrome refuted: does not count.", [])
+    c.dx("G83.4", "Cauda equina syndrome", 3, verification="refuted")
+    c = case(
+        "cauda-equina-exam-finding",
+        "Sciatica and urinary retention recorded as an exam Observation (SNOMED).",
+        ["cauda-equina-red-flag"],
+    )
+    c.dx("M54.41", "Lumbago with sciatica, right side", 30)
+    c.obs(finding(c.pid, f"{c.pid}-ret", "267064002", "Retention of urine", 1))
+    c = case(
+        "cauda-equina-finding-negated",
+        "Sciatica; urinary retention recorded as absent (valueBoolean false).",
+        ["cramp-sciatica-association", "sciatica-management"],
+    )
+    c.dx("M54.41", "Lumbago with sciatica, right side", 30)
+    c.obs(finding(c.pid, f"{c.pid}-ret", "267064002", "Retention of urine", 1, present=False))
+
+    # --- motor-deficit-red-flag
+    c = case(
+        "motor-deficit-foot-drop",
+        "Sciatica and right foot drop 10 days ago (warning).",
+        ["motor-deficit-red-flag", "cramp-sciatica-association"],
+    )
+    c.dx("M54.41", "Lumbago with sciatica, right side", 40)
+    c.dx("M21.371", "Foot drop, right foot", 10)
+    c = case(
+        "motor-deficit-bilateral",
+        "Sciatica and foot drop on both sides (critical).",
+        ["motor-deficit-red-flag"],
+    )
+    c.dx("M54.41", "Lumbago with sciatica, right side", 40)
+    c.dx("M21.371", "Foot drop, right foot", 10)
+    c.dx("M21.372", "Foot drop, left foot", 6)
+    c = case(
+        "motor-weakness-old",
+        "Sciatica and muscle weakness 40 days ago: outside 30 days.",
+        ["cramp-sciatica-association", "sciatica-management"],
+    )
+    c.dx("M54.16", "Radiculopathy, lumbar region", 60)
+    c.dx("M62.81", "Muscle weakness (generalized)", 40)
+
+    # --- serious-pathology-red-flag
+    c = case(
+        "serious-cancer-history",
+        "Low back pain and a history of breast cancer (Z85.3), age 60.",
+        ["serious-pathology-red-flag"],
+        birth="1966-05-01",
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 20)
+    c.dx("Z85.3", "Personal history of malignant neoplasm of breast", 900)
+    c = case(
+        "serious-fever-fahrenheit",
+        "Sciatica and a temperature of 101.2 degF two days ago.",
+        ["serious-pathology-red-flag", "cramp-sciatica-association"],
+    )
+    c.dx("M54.31", "Sciatica, right side", 20)
+    c.obs(vital(c.pid, f"{c.pid}-t", "8310-5", "Body temperature", 101.2, "[degF]", 2))
+    c = case(
+        "serious-fever-below",
+        "Sciatica and a temperature of 37.9 Cel: not a fever.",
+        ["cramp-sciatica-association", "sciatica-management"],
+    )
+    c.dx("M54.31", "Sciatica, right side", 20)
+    c.obs(vital(c.pid, f"{c.pid}-t", "8310-5", "Body temperature", 37.9, "Cel", 2))
+    c = case(
+        "serious-weight-loss-kg",
+        "Low back pain; weight 80 kg 200 days ago, 75 kg now (6.25 % loss).",
+        ["serious-pathology-red-flag"],
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 20)
+    c.obs(vital(c.pid, f"{c.pid}-w1", "29463-7", "Body weight", 80, "kg", 200))
+    c.obs(vital(c.pid, f"{c.pid}-w2", "29463-7", "Body weight", 75, "kg", 3))
+    c = case(
+        "serious-weight-loss-lb",
+        "The same loss in pounds: 176.4 [lb_av] to 165.3 [lb_av].",
+        ["serious-pathology-red-flag"],
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 20)
+    c.obs(vital(c.pid, f"{c.pid}-w1", "29463-7", "Body weight", 176.4, "[lb_av]", 200))
+    c.obs(vital(c.pid, f"{c.pid}-w2", "29463-7", "Body weight", 165.3, "[lb_av]", 3))
+    c = case(
+        "serious-weight-loss-small",
+        "Low back pain; 80 kg to 77 kg (3.75 %): below the 5 % cut-off.",
+        [],
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 20)
+    c.obs(vital(c.pid, f"{c.pid}-w1", "29463-7", "Body weight", 80, "kg", 200))
+    c.obs(vital(c.pid, f"{c.pid}-w2", "29463-7", "Body weight", 77, "kg", 3))
+    c = case(
+        "serious-age-only",
+        "Low back pain at 75 with no other flag: age alone never fires.",
+        [],
+        birth="1951-01-01",
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 20)
+    c = case(
+        "serious-steroids-snomed-lbp",
+        "Low back pain (SNOMED) and long-term systemic steroids (Z79.52).",
+        ["serious-pathology-red-flag"],
+    )
+    c.dx("279039007", "Low back pain", 20, system=SN)
+    c.dx("Z7952", "Long term (current) use of systemic steroids", 400)
+
+    # --- electrolyte-cramp-cause and cramp-labs-missing
+    c = case(
+        "electrolyte-potassium-low",
+        "Potassium 3.4 mmol/L 10 days ago.",
+        ["electrolyte-cramp-cause"],
+    )
+    c.lab("2823-3", "Potassium", 3.4, "mmol/L")
+    c = case("electrolyte-potassium-boundary", "Potassium exactly 3.5 mmol/L: not low.", [])
+    c.lab("2823-3", "Potassium", 3.5, "mmol/L")
+    c = case(
+        "electrolyte-potassium-meq",
+        "Potassium 3.4 mEq/L: mEq/L equals mmol/L.",
+        ["electrolyte-cramp-cause"],
+    )
+    c.lab("2823-3", "Potassium", 3.4, "mEq/L")
+    c = case(
+        "electrolyte-potassium-91-days",
+        "Potassium 3.0 mmol/L 91 days ago: too old; other labs normal.",
+        [],
+    )
+    c.lab("2823-3", "Potassium", 3.0, "mmol/L", days_ago=91)
+    c = case(
+        "electrolyte-magnesium-mmol",
+        "Magnesium 0.65 mmol/L (1.58 mg/dL).",
+        ["electrolyte-cramp-cause"],
+    )
+    c.lab("2601-3", "Magnesium [Moles/volume] in Serum or Plasma", 0.65, "mmol/L")
+    c = case(
+        "electrolyte-magnesium-mgdl",
+        "Magnesium 1.58 mg/dL: the same answer as in mmol/L.",
+        ["electrolyte-cramp-cause"],
+    )
+    c.lab("19123-9", "Magnesium", 1.58, "mg/dL")
+    c = case("electrolyte-calcium-mmol-normal", "Calcium 2.20 mmol/L (8.82 mg/dL): not low.", [])
+    c.lab("17861-6", "Calcium", 2.20, "mmol/L")
+    c = case(
+        "electrolyte-calcium-mmol-low",
+        "Calcium 2.05 mmol/L (8.22 mg/dL): low.",
+        ["electrolyte-cramp-cause"],
+    )
+    c.lab("17861-6", "Calcium", 2.05, "mmol/L")
+    c = case(
+        "electrolyte-interpretation-normal",
+        "Potassium 3.3 mmol/L flagged N by the lab: interpretation decides.",
+        [],
+    )
+    c.lab(
+        "2823-3",
+        "Potassium",
+        3.3,
+        "mmol/L",
+        interpretation=[{"coding": [{"system": INTERP, "code": "N", "display": "Normal"}]}],
+    )
+    c = case(
+        "electrolyte-reference-range",
+        "Sodium 134 with the lab's reference range 133-145: not low.",
+        [],
+    )
+    c.lab(
+        "2951-2",
+        "Sodium",
+        134,
+        "mmol/L",
+        referenceRange=[
+            {
+                "low": {"value": 133, "unit": "mmol/L", "system": UCUM, "code": "mmol/L"},
+                "high": {"value": 145, "unit": "mmol/L", "system": UCUM, "code": "mmol/L"},
+            }
+        ],
+    )
+    c = case(
+        "electrolyte-dehydration",
+        "Dehydration (E86.0) active, labs normal.",
+        ["electrolyte-cramp-cause"],
+    )
+    c.dx("E86.0", "Dehydration", 5)
+    c = case(
+        "labs-unit-not-interpretable",
+        "Only a potassium in an unconvertible unit: named, not used.",
+        ["cramp-labs-missing"],
+        labs=False,
+    )
+    c.lab("2823-3", "Potassium", 3.0, "mg")
+
+    # --- medication-cramp-cause
+    c = case("medication-diuretic", "Furosemide (RxNorm 4603) active.", ["medication-cramp-cause"])
+    c.med("furosemide 40 MG Oral Tablet", "4603")
+    c = case(
+        "medication-statin-by-name",
+        "Atorvastatin recorded by name only, no code.",
+        ["medication-cramp-cause"],
+    )
+    c.med("Lipitor (atorvastatin) 20 mg tablet")
+    c = case("medication-stopped", "Furosemide stopped: does not count.", [])
+    c.meds.append(med(c.pid, f"{c.pid}-m0", "furosemide", "4603", status="stopped"))
+
+    # --- comorbidity-cramp-cause
+    c = case("comorbidity-tsh-high", "TSH 7.2 mIU/L 3 months ago.", ["comorbidity-cramp-cause"])
+    c.lab("3016-3", "TSH", 7.2, "m[IU]/L", days_ago=90)
+    c = case("comorbidity-egfr-low", "eGFR 55 mL/min/1.73m2.", ["comorbidity-cramp-cause"])
+    c.lab("98979-8", "eGFR CKD-EPI 2021", 55, "mL/min/{1.73_m2}", days_ago=30)
+    c = case(
+        "comorbidity-several",
+        "Pregnancy (SNOMED), PAD (I73.9) and type 2 diabetes (E11.9).",
+        ["comorbidity-cramp-cause"],
+    )
+    c.dx("77386006", "Pregnancy", 60, system=SN)
+    c.dx("I73.9", "Peripheral vascular disease, unspecified", 400)
+    c.dx("E119", "Type 2 diabetes mellitus without complications", 800)
+
+    # --- cramp-sciatica-association and sciatica-management
+    c = case(
+        "association-both-features",
+        "Sciatica, calf cramps (M62.831) and paraesthesia: warning.",
+        ["cramp-sciatica-association", "sciatica-management"],
+        cramps=False,
+    )
+    c.conditions.append(cramp(c.pid, code="M62.831", display="Muscle spasm of calf muscle"))
+    c.dx("M54.41", "Lumbago with sciatica, right side", 30)
+    c.dx("R20.2", "Paresthesia of skin", 20)
+    c = case(
+        "association-site-by-bodysite",
+        "Sciatica (SNOMED) and a cramp with bodySite hamstring (text): info.",
+        ["cramp-sciatica-association", "sciatica-management"],
+        cramps=False,
+    )
+    cr = cramp(c.pid)
+    cr["bodySite"] = [{"text": "Left hamstring"}]
+    c.conditions.append(cr)
+    c.dx("23056005", "Sciatica", 30, system=SN)
+    c = case(
+        "management-older-adult",
+        "Sciatica at 72: muscle relaxants best avoided (Beers).",
+        ["cramp-sciatica-association", "sciatica-management"],
+        birth="1954-02-02",
+    )
+    c.dx("M54.31", "Sciatica, right side", 30)
+    c = case(
+        "management-nsaid-blocked",
+        "Sciatica with heart failure: no NSAID suggested.",
+        ["cramp-sciatica-association", "sciatica-management"],
+    )
+    c.dx("M54.31", "Sciatica, right side", 30)
+    c.dx("I50.9", "Heart failure, unspecified", 300)
+    c = case(
+        "mixed-three-causes",
+        "Sciatica with calf cramps and nerve symptoms, low potassium, furosemide and"
+        " hypothyroidism: three other causes, association stays info.",
+        [
+            "electrolyte-cramp-cause",
+            "medication-cramp-cause",
+            "comorbidity-cramp-cause",
+            "cramp-sciatica-association",
+            "sciatica-management",
+        ],
+        cramps=False,
+    )
+    c.conditions.append(cramp(c.pid, code="M62.831", display="Muscle spasm of calf muscle"))
+    c.dx("M54.41", "Lumbago with sciatica, right side", 30)
+    c.dx("R20.2", "Paresthesia of skin", 20)
+    c.lab("2823-3", "Potassium", 3.1, "mmol/L")
+    c.med("furosemide 40 MG Oral Tablet", "4603")
+    c.dx("E03.9", "Hypothyroidism, unspecified", 700)
+    c = case("sciatica-refuted", "Sciatica refuted, cramps with normal labs: no cards.", [])
+    c.dx("M54.31", "Sciatica, right side", 30, verification="refuted")
+    c = case(
+        "cramps-resolved",
+        "Cramp condition resolved: no cramps reported, no cards.",
+        [],
+        cramps=False,
+        labs=False,
+    )
+    c.conditions.append(
+        condition(
+            c.pid, f"{c.pid}-cramp", [(ICD, "R25.2", "Cramp and spasm")], 10, clinical="resolved"
+        )
+    )
+    c = case(
+        "cramp-exam-finding",
+        "Cramps recorded only as an exam finding (SNOMED 55300003) 10 days ago.",
+        ["cramp-labs-missing"],
+        cramps=False,
+        labs=False,
+    )
+    c.obs(finding(c.pid, f"{c.pid}-f", "55300003", "Cramp", 10))
+    c = case(
+        "cramp-exam-finding-absent",
+        "A cramp finding recorded as absent: no cramps reported.",
+        [],
+        cramps=False,
+        labs=False,
+    )
+    c.obs(finding(c.pid, f"{c.pid}-f", "55300003", "Cramp", 10, present=False))
+    c = case(
+        "cramp-survey-finding-31-days",
+        "A cramp survey finding 31 days ago: outside 30 days.",
+        [],
+        cramps=False,
+        labs=False,
+    )
+    c.obs(finding(c.pid, f"{c.pid}-f", "55300003", "Cramp", 31, category="survey"))
+
+    # --- order checks, each at order-select and order-sign
+    for hook in ("order-select", "order-sign"):
+        short = hook.split("-")[1]
+        c = case(
+            f"imaging-early-{short}",
+            f"{hook}: lumbar MRI 3 weeks after sciatica began, no red flags.",
+            ["imaging-stewardship", "cramp-sciatica-association", "sciatica-management"],
+            hook=hook,
+        )
+        c.dx("M54.31", "Sciatica, right side", 21)
+        c.order(draft_imaging(c.pid, "mri"))
+        c = case(
+            f"quinine-{short}",
+            f"{hook}: quinine ordered for cramps.",
+            ["quinine-caution"],
+            hook=hook,
+        )
+        c.order(draft_med(c.pid, "quinine", "quinine sulfate 324 MG Oral Capsule"))
+        c = case(
+            f"nsaid-ckd-{short}",
+            f"{hook}: ibuprofen ordered with eGFR 25.",
+            ["nsaid-caution", "comorbidity-cramp-cause"],
+            hook=hook,
+        )
+        c.lab("33914-3", "eGFR MDRD", 25, "mL/min/1.73m2", days_ago=40)
+        c.order(draft_med(c.pid, "ibu", "ibuprofen 400 MG Oral Tablet", "197806"))
+    c = case(
+        "imaging-cpt-lbp-sign",
+        "order-sign: lumbar MRI by CPT 72148, low back pain 10 days old.",
+        ["imaging-stewardship"],
+        hook="order-sign",
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 10)
+    c.order(draft_imaging(c.pid, "mri", CPT, "72148", "MRI lumbar spine without contrast"))
+    c = case(
+        "imaging-after-six-weeks",
+        "order-sign: lumbar MRI 8 weeks after low back pain began: no card.",
+        [],
+        hook="order-sign",
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 56)
+    c.order(draft_imaging(c.pid, "mri"))
+    c = case(
+        "imaging-with-red-flag",
+        "order-sign: early lumbar MRI with a cancer history: the red flag justifies it.",
+        ["serious-pathology-red-flag"],
+        hook="order-sign",
+    )
+    c.dx("M54.50", "Low back pain, unspecified", 10)
+    c.dx("C50.911", "Malignant neoplasm of unspecified site of right female breast", 300)
+    c.order(draft_imaging(c.pid, "mri"))
+    c = case(
+        "quinine-not-selected",
+        "order-select: quinine is a draft but not the selected order: no card.",
+        [],
+        hook="order-select",
+    )
+    c.order(draft_med(c.pid, "quinine", "quinine sulfate 324 MG Oral Capsule"), selected=False)
+    c.order(draft_imaging(c.pid, "xr", CPT, "72040", "X-ray cervical spine"))
+    c = case(
+        "nsaid-no-contraindication",
+        "order-sign: naproxen ordered, no contraindication: no card.",
+        [],
+        hook="order-sign",
+    )
+    c.order(draft_med(c.pid, "npx", "naproxen 500 MG Oral Tablet", "198013"))
+    c = case(
+        "nsaid-anticoagulant-sign",
+        "order-sign: naproxen ordered while on apixaban.",
+        ["nsaid-caution"],
+        hook="order-sign",
+    )
+    c.med("apixaban 5 MG Oral Tablet")
+    c.order(draft_med(c.pid, "npx", "naproxen 500 MG Oral Tablet", "198013"))
+    return out
+
+
 def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
     s: dict[str, tuple[str, dict, list[str]]] = {}
     pid = "cramps-only"
@@ -226,11 +803,16 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
         ),
         ["cramp-labs-missing"],
     )
+    for c in cases():
+        assert c.name not in s, c.name
+        s[c.name] = (c.description, c.build(), c.expected)
     return s
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*.json"):
+        old.unlink()
     for name, (description, body, rule_ids) in scenarios().items():
         (OUT / f"{name}.request.json").write_text(json.dumps(body, indent=2) + "\n")
         expected = {

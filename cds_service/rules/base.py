@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..chart import Chart
+from ..chart import Chart, LabResult, Match, Medication, Order
 
 INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -14,21 +14,46 @@ INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
 class Evidence:
     what: str
     reference: str | None = None
-    code: str | None = None  # "system|code"
-    value: str | None = None  # with unit
+    code: str | None = None  # "system|code", or "name 'x'" for a name match
+    value: str | None = None  # with its unit
     date: str | None = None
 
     def markdown(self) -> str:
         parts = [self.what]
         if self.value:
-            parts.append(self.value)
+            parts.append(f"= {self.value}")
         if self.code:
-            parts.append(f"code {self.code}")
+            parts.append(f"[{self.code}]")
         if self.date:
-            parts.append(f"dated {self.date}")
+            parts.append(f"on {self.date}")
         if self.reference:
             parts.append(f"({self.reference})")
         return " ".join(parts)
+
+    @classmethod
+    def of_match(cls, what: str, match: Match) -> Evidence:
+        return cls(
+            f"{what}: {match.fact.label()}", match.fact.reference, match.code, None, match.fact.day
+        )
+
+    @classmethod
+    def of_result(cls, what: str, result: LabResult) -> Evidence:
+        return cls(
+            f"{what}: {result.lab.name}",
+            result.fact.reference,
+            None,
+            result.shown(),
+            result.fact.day,
+        )
+
+    @classmethod
+    def of_medication(cls, what: str, medication: Medication, matched: str) -> Evidence:
+        day = medication.when.date().isoformat() if medication.when else None
+        return cls(f"{what}: {medication.label()}", medication.reference, matched, None, day)
+
+    @classmethod
+    def of_order(cls, what: str, order: Order, matched: str | None = None) -> Evidence:
+        return cls(f"{what}: {order.label()}", order.reference, matched)
 
 
 @dataclass(frozen=True)
@@ -37,14 +62,23 @@ class Finding:
     indicator: str
     evidence: tuple[Evidence, ...] = ()
     missing: tuple[str, ...] = ()
-    # Values the card content may use (e.g. which suggestions apply); never free text of a note.
-    facts: dict = field(default_factory=dict)
+    # Switches for the card content (paragraphs and suggestions marked `when: <flag>`).
+    flags: frozenset[str] = frozenset()
+    # Short values the card text may quote, e.g. {"drugs": "furosemide"}; never note text.
+    values: Mapping[str, str] = field(default_factory=dict)
+    # Draft orders a suggestion may delete (order checks): references like ServiceRequest/1.
+    orders: tuple[str, ...] = ()
 
 
-Rule = Callable[[Chart], Finding | None]
+# A rule reads the chart and the findings of the rules that ran before it.
+Rule = Callable[[Chart, Mapping[str, Finding]], Finding | None]
 
 
 @dataclass(frozen=True)
 class RegisteredRule:
     rule_id: str
     evaluate: Rule
+
+
+def evidence_of(what: str, matches: Iterable[Match]) -> list[Evidence]:
+    return [Evidence.of_match(what, m) for m in matches]

@@ -1,0 +1,184 @@
+"""Red flags that need urgent care: cauda equina syndrome, motor deficit, serious pathology."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..chart import Chart, Match
+from ..labs import FEVER_AT_OR_ABOVE, TEMPERATURE, WEIGHT, WEIGHT_LOSS_FRACTION
+from ..terminology import concept_text
+from .base import Evidence, Finding, evidence_of
+
+NEW_SYMPTOM_DAYS = 14
+MOTOR_DEFICIT_DAYS = 30
+FEVER_DAYS = 7
+OLDER_THAN = 50
+SADDLE_SYMPTOM_WORDS = ("numb", "anaesthe", "anesthe", "loss of sensation", "sensory loss")
+
+
+def back_conditions(chart: Chart) -> list[Match]:
+    return chart.conditions_in("SCIATICA") + chart.conditions_in("LOW_BACK_PAIN")
+
+
+def cauda_equina_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
+    """CAUDA_EQUINA; or back pain or sciatica with new bladder/bowel, saddle or bilateral signs."""
+    evidence = evidence_of("Cauda equina syndrome recorded", chart.findings_in("CAUDA_EQUINA"))
+    back = back_conditions(chart)
+    if back:
+        new_signs = evidence_of(
+            "New bladder or bowel change", chart.findings_in("BLADDER_BOWEL", NEW_SYMPTOM_DAYS)
+        )
+        new_signs += saddle_anaesthesia(chart, NEW_SYMPTOM_DAYS)
+        new_signs += bilateral_sciatica(chart, NEW_SYMPTOM_DAYS)
+        if new_signs:
+            evidence += evidence_of("Back pain or sciatica", back) + new_signs
+    if not evidence:
+        return None
+    return Finding("cauda-equina-red-flag", "critical", tuple(evidence))
+
+
+def saddle_anaesthesia(chart: Chart, within_days: int) -> list[Evidence]:
+    """Saddle numbness described in a finding's text, or R20.0/R20.2 at a saddle body site."""
+    sites = chart.value_set("SADDLE_SITE")
+    since = chart.since(within_days)
+    found = []
+    for fact in chart.conditions + chart.observations:
+        if fact.when is None or fact.when < since:
+            continue
+        texts = [concept_text(fact.code).lower()]
+        texts += [
+            str(c.get("display", "")).lower()
+            for c in fact.code.get("coding") or []
+            if isinstance(c, dict)
+        ]
+        described = any(
+            any(site in text for site in sites.names)
+            and any(word in text for word in SADDLE_SYMPTOM_WORDS)
+            for text in texts
+        )
+        coded = chart.value_set("SENSORY_LOSS").match(fact.code) is not None and any(
+            sites.match(site) or sites.match_name(site) for site in fact.body_sites
+        )
+        if described or coded:
+            found.append(
+                Evidence(f"Saddle anaesthesia: {fact.label()}", fact.reference, date=fact.day)
+            )
+    return found
+
+
+def bilateral_sciatica(chart: Chart, within_days: int) -> list[Evidence]:
+    """G57.03, or right and left sciatica both active with the second side new."""
+    found = evidence_of(
+        "Bilateral sciatica", chart.conditions_in("BILATERAL_SCIATICA", within_days)
+    )
+    right, left = chart.conditions_in("SCIATICA_RIGHT"), chart.conditions_in("SCIATICA_LEFT")
+    if right and left:
+        first_right, first_left = _earliest(right), _earliest(left)
+        if first_right and first_left and max(first_right, first_left) >= chart.since(within_days):
+            found += evidence_of("Sciatica on both sides", right + left)
+    return found
+
+
+def _earliest(matches: list[Match]):
+    dates = [m.fact.when for m in matches if m.fact.when is not None]
+    return min(dates) if dates else None
+
+
+def motor_deficit_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
+    """Sciatica with foot drop or muscle weakness within 30 days (critical if both feet)."""
+    sciatica = chart.conditions_in("SCIATICA")
+    if not sciatica:
+        return None
+    deficit = evidence_of("Foot drop", chart.findings_in("FOOT_DROP", MOTOR_DEFICIT_DAYS))
+    deficit += evidence_of(
+        "Muscle weakness", chart.findings_in("MUSCLE_WEAKNESS", MOTOR_DEFICIT_DAYS)
+    )
+    if not deficit:
+        return None
+    bilateral = bool(chart.conditions_in("FOOT_DROP_RIGHT")) and bool(
+        chart.conditions_in("FOOT_DROP_LEFT")
+    )
+    evidence = evidence_of("Sciatica", sciatica) + deficit
+    if bilateral:
+        evidence.append(Evidence("Foot drop on both sides (M21.371 and M21.372 active)"))
+    return Finding(
+        "motor-deficit-red-flag",
+        "critical" if bilateral else "warning",
+        tuple(evidence),
+        flags=frozenset({"bilateral"} if bilateral else ()),
+    )
+
+
+def serious_pathology_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
+    """Back pain or sciatica with a flag for cancer, infection or fracture."""
+    back = back_conditions(chart)
+    if not back:
+        return None
+    flags: dict[str, list[Evidence]] = {
+        "cancer history": evidence_of("Cancer", chart.conditions_in("CANCER_HISTORY")),
+        "weight loss": evidence_of(
+            "Weight loss",
+            chart.conditions_in("WEIGHT_LOSS") + chart.observations_in("WEIGHT_LOSS", 365),
+        )
+        + measured_weight_loss(chart),
+        "fever": evidence_of("Fever", chart.findings_in("FEVER", FEVER_DAYS))
+        + measured_fever(chart),
+        "intravenous drug use": evidence_of("IV drug use", chart.conditions_in("IV_DRUG_USE")),
+        "immunosuppression": evidence_of(
+            "Immunosuppression", chart.conditions_in("IMMUNOSUPPRESSION")
+        ),
+        "fracture risk": evidence_of("Fracture risk", chart.conditions_in("FRACTURE_RISK")),
+    }
+    found = {name: ev for name, ev in flags.items() if ev}
+    missing: list[str] = []
+    for lab in (TEMPERATURE, WEIGHT):
+        missing += chart.results(lab)[1]
+    if not found:
+        return None
+    evidence = evidence_of("Back pain or sciatica", back)
+    for items in found.values():
+        evidence += items
+    if chart.age is not None and chart.age > OLDER_THAN:
+        evidence.append(Evidence(f"Supporting: age {chart.age} (over {OLDER_THAN})"))
+    infection_or_cancer = found.keys() & {
+        "cancer history",
+        "weight loss",
+        "fever",
+        "intravenous drug use",
+        "immunosuppression",
+    }
+    return Finding(
+        "serious-pathology-red-flag",
+        "warning",
+        tuple(evidence),
+        tuple(missing),
+        flags=frozenset({"infection_or_cancer"} if infection_or_cancer else ()),
+        values={"flags": ", ".join(found)},
+    )
+
+
+def measured_fever(chart: Chart) -> list[Evidence]:
+    readable, _ = chart.results(TEMPERATURE)
+    return [
+        Evidence.of_result("Measured fever", r) for r in readable if r.value >= FEVER_AT_OR_ABOVE
+    ][:1]
+
+
+def measured_weight_loss(chart: Chart) -> list[Evidence]:
+    """The latest weight more than 5 % below the highest of the prior 12 months."""
+    readable, _ = chart.results(WEIGHT)
+    if len(readable) < 2:
+        return []
+    latest, earlier = readable[0], readable[1:]
+    highest = max(earlier, key=lambda r: r.value)
+    if highest.value <= 0 or (highest.value - latest.value) / highest.value <= WEIGHT_LOSS_FRACTION:
+        return []
+    loss = (highest.value - latest.value) / highest.value * 100
+    return [
+        Evidence(
+            f"Measured weight loss of {loss:.1f} % (from {highest.shown()} on {highest.fact.day})",
+            latest.fact.reference,
+            value=latest.shown(),
+            date=latest.fact.day,
+        )
+    ]
