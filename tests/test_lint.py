@@ -16,3 +16,11 @@ def test_code_is_ruff_clean(command):
         [str(RUFF), *command, "."], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_lists_every_rule_with_its_indicator():
+    from cds_service.rules import RULE_IDS
+
+    readme = (ROOT / "README.md").read_text()
+    for rule_id in RULE_IDS:
+        assert f"| `{rule_id}` |" in readme, rule_id
