@@ -219,14 +219,8 @@ class Chart:
     def medications_in(self, group: str) -> list[tuple[Medication, str]]:
         """Active medications in the group, each with the code or name that matched."""
         value_set = self.terminology[group]
-        found = []
-        for medication in self.medications:
-            coding = value_set.match(medication.concept)
-            if coding is not None:
-                found.append((medication, f"{coding.system}|{coding.code}"))
-            elif (name := value_set.match_name(medication.concept)) is not None:
-                found.append((medication, f"name '{name}'"))
-        return found
+        matched = ((m, value_set.identify(m.concept)) for m in self.medications)
+        return [(medication, how) for medication, how in matched if how is not None]
 
     @property
     def orders_to_check(self) -> tuple[Order, ...]:

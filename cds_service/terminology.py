@@ -97,6 +97,14 @@ class ValueSet:
                 return name
         return None
 
+    def identify(self, concept: object) -> str | None:
+        """How the concept is in this value set: `system|code`, or `name 'x'`; else None."""
+        coding = self.match(concept)
+        if coding is not None:
+            return f"{coding.system}|{coding.code}"
+        name = self.match_name(concept)
+        return f"name '{name}'" if name is not None else None
+
     def codes(self, system: str) -> frozenset[str]:
         return frozenset(code for s, code in self.exact if s == system)
 

@@ -14,14 +14,8 @@ EARLY_IMAGING_DAYS = 42  # six weeks
 
 def _orders_in(chart: Chart, group: str) -> list[tuple[Order, str]]:
     value_set = chart.value_set(group)
-    found = []
-    for order in chart.orders_to_check:
-        coding = value_set.match(order.concept)
-        if coding is not None:
-            found.append((order, f"{coding.system}|{coding.code}"))
-        elif (name := value_set.match_name(order.concept)) is not None:
-            found.append((order, f"name '{name}'"))
-    return found
+    matched = ((o, value_set.identify(o.concept)) for o in chart.orders_to_check)
+    return [(order, how) for order, how in matched if how is not None]
 
 
 def imaging_stewardship(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
