@@ -14,6 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
 from . import fhirdates
 from .gather import Gathered
 from .labs import Lab
@@ -112,6 +115,7 @@ class Medication:
     reference: str
     concept: dict
     when: datetime | None
+    resource: dict = field(default_factory=dict, repr=False, compare=False)
 
     def label(self) -> str:
         return label_of(self.concept, self.reference)
@@ -144,8 +148,23 @@ class Chart:
     selections: tuple[str, ...]
     note_text: str
     gaps: tuple[str, ...]
-    unreadable: tuple[str, ...]
+    read_errors: tuple[str, ...]
     terminology: Terminology = field(repr=False)
+    # Resources checked against FHIR R4B when a rule first uses one: reference -> problem.
+    _checked: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def unreadable(self) -> tuple[str, ...]:
+        """Everything that could not be interpreted: named in the card detail, never used."""
+        rejected = (problem for problem in self._checked.values() if problem)
+        return self.read_errors + tuple(rejected)
+
+    def interpretable(self, reference: str, resource: dict) -> bool:
+        """Whether a resource a rule is about to use is valid FHIR R4B (checked once, lazily,
+        so that a record of thousands of resources pays only for those the rules touch)."""
+        if reference not in self._checked:
+            self._checked[reference] = fhir_problem(reference, resource)
+        return self._checked[reference] is None
 
     @property
     def patient_reference(self) -> str:
@@ -192,7 +211,8 @@ class Chart:
                 continue
             if since is not None and (fact.when is None or fact.when < since):
                 continue
-            yield Match(fact, coding)
+            if self.interpretable(fact.reference, fact.resource):
+                yield Match(fact, coding)
 
     def results(self, lab: Lab) -> tuple[list[LabResult], list[str]]:
         """Readable results within the lab's lookback, newest first; and what was unreadable."""
@@ -203,6 +223,8 @@ class Chart:
             if fact.when is None or not since <= fact.when <= latest_allowed:
                 continue
             if self.terminology[lab.value_set].match(fact.code) is None:
+                continue
+            if not self.interpretable(fact.reference, fact.resource):
                 continue
             result = _lab_value(lab, fact)
             if isinstance(result, str):
@@ -220,7 +242,11 @@ class Chart:
         """Active medications in the group, each with the code or name that matched."""
         value_set = self.terminology[group]
         matched = ((m, value_set.identify(m.concept)) for m in self.medications)
-        return [(medication, how) for medication, how in matched if how is not None]
+        return [
+            (medication, how)
+            for medication, how in matched
+            if how is not None and self.interpretable(medication.reference, medication.resource)
+        ]
 
     @property
     def orders_to_check(self) -> tuple[Order, ...]:
@@ -230,6 +256,25 @@ class Chart:
         if self.hook == "order-sign":
             return self.draft_orders
         return ()
+
+
+def fhir_problem(reference: str, resource: dict) -> str | None:
+    """Why a resource is not valid FHIR R4B, or None. Unknown extra fields are tolerated: a
+    record is not ignored (a red flag missed) for a field the rules never read."""
+    try:
+        model = get_fhir_model_class(resource.get("resourceType", ""))
+    except (KeyError, ValueError, AttributeError):
+        return f"{reference}: unknown resource type (not interpretable)"
+    try:
+        model.model_validate(resource)
+    except ValidationError as error:
+        problems = [e for e in error.errors() if e["type"] != "extra_forbidden"]
+        if problems:
+            where = ".".join(str(part) for part in problems[0]["loc"]) or "resource"
+            return f"{reference}: not valid FHIR R4 at {where} (not interpretable)"
+    except (TypeError, ValueError, RecursionError):
+        return f"{reference}: not valid FHIR R4 (not interpretable)"
+    return None
 
 
 def is_negated(observation: dict) -> bool:
@@ -326,7 +371,7 @@ def build_chart(
         selections=tuple(s for s in context.get("selections") or () if isinstance(s, str)),
         note_text=_note_text(context.get("note"), unreadable),
         gaps=tuple(gaps),
-        unreadable=tuple(unreadable),
+        read_errors=tuple(unreadable),
         terminology=terminology,
     )
 
@@ -405,6 +450,7 @@ def _medications(
             _reference(resource),
             medication_concept(resource, medications_by_id),
             fhirdates.parse(resource.get("authoredOn")),
+            resource,
         )
 
 

@@ -59,7 +59,7 @@ def saddle_anaesthesia(chart: Chart, within_days: int) -> list[Evidence]:
         coded = chart.value_set("SENSORY_LOSS").match(fact.code) is not None and any(
             sites.match(site) or sites.match_name(site) for site in fact.body_sites
         )
-        if described or coded:
+        if (described or coded) and chart.interpretable(fact.reference, fact.resource):
             found.append(
                 Evidence(f"Saddle anaesthesia: {fact.label()}", fact.reference, date=fact.day)
             )
