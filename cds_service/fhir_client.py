@@ -6,8 +6,10 @@ requests to the FHIR server the request named. It is never logged and never stor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import posixpath
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -169,7 +171,7 @@ class FhirClient:
                 url, headers=headers, timeout=timeout, allow_redirects=False, stream=True
             ) as response:
                 status = response.status_code
-                raw = _read_capped(response)
+                raw = _read_capped(response, deadline)
         except requests.Timeout:
             return {}, "the FHIR server did not answer in time"
         except requests.ConnectionError:
@@ -182,12 +184,12 @@ class FhirClient:
             return {}, f"answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MB"
         body = _parse(raw)
         if status >= 300:
-            detail = _outcome_text(body) if body else ""
+            detail = _outcome_text(body, token) if body else ""
             return {}, f"the FHIR server answered HTTP {status}" + (f": {detail}" if detail else "")
         if body is None:
             return {}, "the FHIR server's answer is not FHIR JSON"
         if body.get("resourceType") == "OperationOutcome":
-            return {}, f"the FHIR server answered an OperationOutcome: {_outcome_text(body)}"
+            return {}, f"the FHIR server answered an OperationOutcome: {_outcome_text(body, token)}"
         return body, None
 
 
@@ -201,21 +203,47 @@ def next_link(bundle: dict) -> str | None:
 def _same_server(url: str, base: str) -> bool:
     """Only URLs under the FHIR server's base (scheme, host, port and path) are followed."""
     target, origin = urlsplit(url), urlsplit(base)
+    # Dot segments are resolved as the HTTP client will resolve them; `/fhir-x` is not under
+    # `/fhir`.
+    path = posixpath.normpath(target.path or "/")
+    base_path = origin.path.rstrip("/")
     return (
         target.scheme == origin.scheme
         and target.netloc.lower() == origin.netloc.lower()
-        and target.path.startswith(origin.path.rstrip("/"))
+        and (path == base_path or path.startswith(base_path + "/"))
     )
 
 
-def _read_capped(response: requests.Response) -> bytes | None:
+def _read_capped(response: requests.Response, deadline: float) -> bytes | None:
+    """The body, or None beyond MAX_RESPONSE_BYTES; Timeout if it is not all read by `deadline`.
+
+    Timeouts bound each socket read only: a server that drips its answer would hold this worker
+    thread long after the request was answered. A watchdog shuts the socket at the deadline.
+    """
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _interrupt, (response,))
+    watchdog.daemon = True
+    watchdog.start()
     chunks, size = [], 0
-    for chunk in response.iter_content(chunk_size=256 * 1024):
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            return None
-        chunks.append(chunk)
+    try:
+        for chunk in response.iter_content(chunk_size=256 * 1024):
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                return None
+            chunks.append(chunk)
+    except requests.RequestException:
+        if time.monotonic() >= deadline:
+            raise requests.Timeout() from None
+        raise
+    finally:
+        watchdog.cancel()
+    if time.monotonic() >= deadline:
+        raise requests.Timeout()
     return b"".join(chunks)
+
+
+def _interrupt(response: requests.Response) -> None:
+    with contextlib.suppress(Exception):  # already finished or released: nothing to interrupt
+        response.raw.shutdown()
 
 
 def _parse(raw: bytes) -> dict | None:
@@ -226,10 +254,14 @@ def _parse(raw: bytes) -> dict | None:
     return body if isinstance(body, dict) and isinstance(body.get("resourceType"), str) else None
 
 
-def _outcome_text(outcome: dict) -> str:
+def _outcome_text(outcome: dict, token: str | None) -> str:
+    """The first issue's text, without the access token should the server echo it back."""
     for issue in outcome.get("issue") or []:
         if isinstance(issue, dict):
             text = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
             if text:
-                return str(text)[:200]
+                text = str(text)
+                if token:
+                    text = text.replace(token, "***")
+                return text[:200]
     return ""
