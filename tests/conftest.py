@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 from servers import (
     FaultServer,
     FhirServer,
@@ -16,6 +17,7 @@ from servers import (
     start_service,
     stop,
 )
+from urllib3.util.retry import Retry
 
 from cds_service import validation
 
@@ -40,6 +42,10 @@ class CdsClient:
     def __init__(self, base_url: str):
         self.base_url = base_url
         self.http = requests.Session()
+        # Like real clients, retry once when a pooled keep-alive connection turns out to be
+        # closed (the server may close after answering 413 to a body it did not read).
+        retry = Retry(total=1, connect=1, read=1, status=0, allowed_methods=None)
+        self.http.mount("http://", HTTPAdapter(max_retries=retry))
 
     def discover(self) -> requests.Response:
         response = self.http.get(f"{self.base_url}/cds-services", timeout=10)
