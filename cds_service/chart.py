@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from . import fhirdates
 from .gather import Gathered
 from .labs import Lab
-from .terminology import Coding, Terminology, ValueSet, codings_of, concept_text
+from .terminology import Coding, Terminology, ValueSet, codings_of, concept_text, normalise
 
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
 EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
@@ -152,6 +152,10 @@ class Chart:
     terminology: Terminology = field(repr=False)
     # Resources checked against FHIR R4B when a rule first uses one: reference -> problem.
     _checked: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
+    # Per list of facts: (system, normalised code) -> positions of the facts that carry it.
+    _indexes: dict[int, dict[tuple[str, str], list[int]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def unreadable(self) -> tuple[str, ...]:
@@ -202,10 +206,30 @@ class Chart:
         """A symptom or problem, whether coded as a Condition or as an Observation finding."""
         return self.conditions_in(group, within_days) + self.observations_in(group, within_days)
 
-    def _matching(self, facts: Iterable[Fact], group: str, within: int | None) -> Iterator[Match]:
+    def _index(self, facts: tuple[Fact, ...]) -> dict[tuple[str, str], list[int]]:
+        index = self._indexes.get(id(facts))
+        if index is None:
+            index = {}
+            for position, fact in enumerate(facts):
+                for coding in codings_of(fact.code):
+                    key = (coding.system, normalise(coding.system, coding.code))
+                    positions = index.setdefault(key, [])
+                    if not positions or positions[-1] != position:
+                        positions.append(position)
+            self._indexes[id(facts)] = index
+        return index
+
+    def _matching(self, facts: tuple[Fact, ...], group: str, within: int | None) -> Iterator[Match]:
+        """Facts coded in the group, in record order. An index of the record's codes means a
+        lookup costs the number of distinct codes, not the number of resources."""
         value_set = self.terminology[group]
         since = self.since(within) if within is not None else None
-        for fact in facts:
+        candidates: set[int] = set()
+        for key, positions in self._index(facts).items():
+            if value_set.could_match(key):
+                candidates.update(positions)
+        for position in sorted(candidates):
+            fact = facts[position]
             coding = value_set.match(fact.code)
             if coding is None:
                 continue
@@ -216,15 +240,12 @@ class Chart:
 
     def results(self, lab: Lab) -> tuple[list[LabResult], list[str]]:
         """Readable results within the lab's lookback, newest first; and what was unreadable."""
-        since, latest_allowed = self.since(lab.lookback_days), self.now + timedelta(days=1)
+        latest_allowed = self.now + timedelta(days=1)
         readable: list[LabResult] = []
         unreadable: list[str] = []
-        for fact in self.observations:
-            if fact.when is None or not since <= fact.when <= latest_allowed:
-                continue
-            if self.terminology[lab.value_set].match(fact.code) is None:
-                continue
-            if not self.interpretable(fact.reference, fact.resource):
+        for match in self._matching(self.observations, lab.value_set, lab.lookback_days):
+            fact = match.fact
+            if fact.when > latest_allowed:
                 continue
             result = _lab_value(lab, fact)
             if isinstance(result, str):
@@ -258,13 +279,59 @@ class Chart:
         return ()
 
 
+# The elements rules read, per resource type. Only these are checked against FHIR R4B: a record
+# is never ignored (a red flag missed) for a fault in a field no rule reads. Dates are not in
+# the list: the chart reads them itself and reports an unreadable one.
+READ_ELEMENTS = {
+    "Condition": ("code", "clinicalStatus", "verificationStatus", "bodySite", "subject"),
+    "Observation": (
+        "status",
+        "code",
+        "category",
+        "subject",
+        "bodySite",
+        "valueQuantity",
+        "valueBoolean",
+        "valueCodeableConcept",
+        "interpretation",
+        "referenceRange",
+    ),
+    "MedicationRequest": (
+        "status",
+        "intent",
+        "subject",
+        "medicationCodeableConcept",
+        "medicationReference",
+    ),
+}
+_REQUIRED_PLACEHOLDERS = {  # elements R4B requires that no rule reads
+    "Condition": {"subject": {"reference": "Patient/unknown"}},
+    "Observation": {"status": "unknown", "code": {"text": "unknown"}},
+    "MedicationRequest": {
+        "status": "unknown",
+        "intent": "order",
+        "subject": {"reference": "Patient/unknown"},
+        "medicationCodeableConcept": {"text": "unknown"},
+    },
+}
+
+
 def fhir_problem(reference: str, resource: dict) -> str | None:
-    """Why a resource is not valid FHIR R4B, or None. Unknown extra fields are tolerated: a
-    record is not ignored (a red flag missed) for a field the rules never read."""
+    """Why the elements of a resource that rules read are not valid FHIR R4B, or None."""
+    kind = resource.get("resourceType", "")
     try:
-        model = get_fhir_model_class(resource.get("resourceType", ""))
+        model = get_fhir_model_class(kind)
     except (KeyError, ValueError, AttributeError):
         return f"{reference}: unknown resource type (not interpretable)"
+    elements = READ_ELEMENTS.get(kind)
+    if elements is not None:
+        read = {name: resource[name] for name in elements if name in resource}
+        if "medicationReference" in read:
+            read.pop("medicationCodeableConcept", None)
+        base = dict(_REQUIRED_PLACEHOLDERS.get(kind, {}))
+        if "medicationReference" in read:
+            base.pop("medicationCodeableConcept", None)
+        resource = {"resourceType": kind, **base, **read}
     try:
         model.model_validate(resource)
     except ValidationError as error:
@@ -347,6 +414,12 @@ def build_chart(
     conditions, past_conditions = [], []
     for fact, counts in _conditions(gathered.of_type("Condition"), patient_id, unreadable):
         (conditions if counts else past_conditions).append(fact)
+    for kind in ("Condition", "Observation", "MedicationRequest"):
+        others = sum(not _about_patient(r, patient_id) for r in gathered.of_type(kind))
+        if others:
+            unreadable.append(
+                f"{others} {kind} resource(s) name another patient as subject: not used"
+            )
     gaps = list(gathered.gaps)
     if patient is None:
         gaps.append(f"Patient/{patient_id} was not available (age and sex unknown)")
@@ -381,8 +454,16 @@ def _about_patient(resource: dict, patient_id: str) -> bool:
     for key in ("subject", "patient"):
         ref = resource.get(key)
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            return ref["reference"].rsplit("/", 1)[-1] == patient_id
+            return referenced_id(ref["reference"]) == patient_id
     return True
+
+
+def referenced_id(reference: str) -> str:
+    """The id in `Patient/1`, `https://ehr/fhir/Patient/1` or `Patient/1/_history/3`."""
+    parts = reference.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return parts[-1]
 
 
 def _status(concept: object) -> str | None:

@@ -86,6 +86,13 @@ class ValueSet:
                 return coding
         return None
 
+    def could_match(self, key: tuple[str, str]) -> bool:
+        """Whether a coding with this (system, normalised code) may be in the value set (an
+        unverified code still needs its display checked by `match`)."""
+        if key in self.exact or key in self.unverified:
+            return True
+        return any(key[0] == s and key[1].startswith(p) for s, p in self.prefixes)
+
     def match_name(self, concept: object) -> str | None:
         """The first of this value set's names found in the concept's text or displays."""
         if not self.names:
