@@ -5,17 +5,38 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import __version__
+from .audit import AuditStore, PatientHasher
+from .auth import Authenticator, Unauthorized, audience_url
 from .errors import CdsError, InvalidRequest, Issue, UnsupportedMediaType, operation_outcome
 from .feedback import parse_feedback
 from .services import SERVICES, find_service
+from .trust import TrustConfig
 
 log = logging.getLogger("cds_service.access")
 bp = Blueprint("cds", __name__)
+
+
+@dataclass(frozen=True)
+class Security:
+    """What the HTTP layer needs to authenticate callers and keep their tokens safe."""
+
+    enabled: bool
+    trust: TrustConfig
+    authenticator: Authenticator | None
+    public_base_url: str | None
+    hasher: PatientHasher
+    audit: AuditStore
+
+    def fhir_server_allowed(self, url: str) -> bool:
+        caller = g.get("caller")
+        return self.trust.fhir_server_allowed(url, caller.issuer if caller else None)
 
 
 def json_response(body: object, status: int = 200) -> Response:
@@ -80,9 +101,18 @@ def invoke(service_id: str):
     g.hook_instance = (
         body.get("hookInstance") if isinstance(body.get("hookInstance"), str) else None
     )
-    outcome = current_app.extensions["cds_engine"].evaluate(service, body)
+    context = body.get("context")
+    if isinstance(context, dict) and isinstance(context.get("patientId"), str):
+        g.patient = _security().hasher(context["patientId"])
+    outcome = current_app.extensions["cds_engine"].evaluate(
+        service, body, fhir_allowed=_security().fhir_server_allowed
+    )
     g.rule_ids = outcome.rule_ids
     g.fetched = outcome.fetched
+    g.cards = [
+        (card["uuid"], card["source"]["topic"]["code"], card["indicator"])
+        for card in outcome.response["cards"]
+    ]
     return json_response(outcome.response)
 
 
@@ -95,25 +125,61 @@ def feedback(service_id: str):
     return json_response({"received": len(items), "stored": stored})
 
 
+def _security() -> Security:
+    return current_app.extensions["cds_security"]
+
+
 @bp.before_app_request
-def _start_timer():
+def _authenticate():
+    """Every endpoint but /health (and CORS preflight) needs a valid client JWT."""
     g.started = time.monotonic()
+    security = _security()
+    if not security.enabled or request.method == "OPTIONS" or request.path == "/health":
+        return None
+    if request.path == "/cds-services" and security.trust.anonymous_discovery:
+        return None
+    try:
+        g.caller = security.authenticator.verify(
+            request.headers.get("Authorization"),
+            audience_url(security.public_base_url, request.path),
+        )
+    except Unauthorized as refusal:
+        g.auth_failure = str(refusal)  # for the log; the caller learns nothing
+        issue = Issue("Unauthorized", None, "login")
+        response = json_response(operation_outcome([issue]), 401)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    return None
 
 
 @bp.after_app_request
 def _access_log(response: Response) -> Response:
-    # Ids, timings and rule ids only: never tokens, resource contents or note text.
+    # Ids, timings, rule ids and a keyed hash of the patient id only: never tokens, resource
+    # contents or note text.
     record = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "event": "request",
         "method": request.method,
         "path": request.path,
         "status": response.status_code,
         "ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1),
     }
-    for key in ("service_id", "hook_instance", "rule_ids", "fetched"):
+    caller = g.get("caller")
+    if caller is not None:
+        record["issuer"] = caller.issuer.iss
+        if caller.tenant:
+            record["tenant"] = caller.tenant
+    for key in ("service_id", "hook_instance", "patient", "rule_ids", "fetched", "auth_failure"):
         if g.get(key):
             record[key] = g.get(key)
+    if record.get("service_id"):
+        record["hook"] = find_service(record["service_id"]).hook
     log.info(json.dumps(record))
+    if request.method == "POST" and g.get("service_id") and not request.path.endswith("/feedback"):
+        try:
+            _security().audit.record(record, g.get("cards") or [])
+        except Exception as exc:  # the answer is already made: log, never fail it
+            log.error(json.dumps({"event": "audit_failed", "error": type(exc).__name__}))
     return response
 
 

@@ -6,11 +6,18 @@ import atexit
 import logging
 
 from flask import Flask
+from flask_cors import CORS
 
-from .api import bp
+from .api import Security, bp
+from .audit import AuditStore, PatientHasher
+from .auth import Authenticator, KeySource, SqliteReplayStore
 from .engine import Engine
+from .errors import ConfigurationError
 from .feedback import FeedbackStore
 from .settings import Settings
+from .trust import TrustConfig, load_trust
+
+log = logging.getLogger("cds_service")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -23,5 +30,52 @@ def create_app(settings: Settings | None = None) -> Flask:
     atexit.register(engine.close)
     app.extensions["cds_engine"] = engine
     app.extensions["cds_feedback"] = FeedbackStore(settings.feedback_db_path)
+    app.extensions["cds_security"] = _security(settings)
+    # Browser clients (the public CDS Hooks sandbox) call from another origin with a bearer
+    # token; no cookies are used, so credentials stay off.
+    CORS(
+        app,
+        origins=list(settings.cors_origins),
+        allow_headers=["Authorization", "Content-Type"],
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=600,
+    )
     app.register_blueprint(bp)
     return app
+
+
+def check_configuration(settings: Settings) -> TrustConfig:
+    """The trust configuration, or ConfigurationError saying what the operator must set."""
+    trust = load_trust(settings.trust_config)
+    if settings.auth_enabled:
+        if not trust.issuers:
+            raise ConfigurationError(
+                "authentication is on but no issuer is trusted: set CDS_TRUST_CONFIG "
+                "(or run with --no-auth for local development)"
+            )
+        if not settings.public_base_url:
+            raise ConfigurationError(
+                "authentication is on: set CDS_PUBLIC_BASE_URL, the URL clients call "
+                "(tokens' aud is checked against it)"
+            )
+    return trust
+
+
+def _security(settings: Settings) -> Security:
+    trust = check_configuration(settings)
+    authenticator = None
+    if settings.auth_enabled:
+        authenticator = Authenticator(
+            trust,
+            KeySource(trust, settings.jwks_ttl_s, settings.jwks_min_refresh_s),
+            SqliteReplayStore(settings.replay_db_path),
+            settings.jwt_leeway_s,
+        )
+    return Security(
+        enabled=settings.auth_enabled,
+        trust=trust,
+        authenticator=authenticator,
+        public_base_url=settings.public_base_url,
+        hasher=PatientHasher(settings.log_hash_key, settings.data_dir),
+        audit=AuditStore(settings.audit_db_path),
+    )

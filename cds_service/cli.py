@@ -60,7 +60,50 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--token", help="bearer token for the FHIR server")
     replay.add_argument("--json", action="store_true", help="print the response JSON")
     replay.set_defaults(run=_replay)
+
+    keygen = commands.add_parser("keygen", help="make a key pair and its JWKS, for local testing")
+    keygen.add_argument("--dir", type=Path, required=True, help="where to write the files")
+    keygen.add_argument("--alg", default="ES384", choices=["ES384", "RS384"])
+    keygen.add_argument("--kid", help="key id (default: random)")
+    keygen.set_defaults(run=_keygen)
+
+    sign = commands.add_parser("sign-token", help="print a signed client JWT, for local testing")
+    sign.add_argument("--key", type=Path, required=True, help="private key PEM from keygen")
+    sign.add_argument("--kid", required=True)
+    sign.add_argument("--iss", required=True, help="issuer, as in the trust configuration")
+    sign.add_argument("--aud", required=True, help="the endpoint URL the token is for")
+    sign.add_argument("--alg", default="ES384", choices=["ES384", "RS384"])
+    sign.add_argument("--tenant")
+    sign.add_argument("--jku", help="JWKS URL to name in the header")
+    sign.add_argument("--ttl", type=int, default=300, help="seconds (default 300)")
+    sign.set_defaults(run=_sign_token)
     return parser
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from .keys import make_key_pair
+
+    kid = make_key_pair(args.dir, args.alg, args.kid)
+    print(f"kid {kid}: private key {args.dir / 'private-key.pem'}, JWKS {args.dir / 'jwks.json'}")
+    return 0
+
+
+def _sign_token(args: argparse.Namespace) -> int:
+    from .keys import sign_token
+
+    print(
+        sign_token(
+            args.key,
+            kid=args.kid,
+            iss=args.iss,
+            aud=args.aud,
+            alg=args.alg,
+            tenant=args.tenant,
+            jku=args.jku,
+            ttl_s=args.ttl,
+        )
+    )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -57,9 +58,24 @@ class Engine:
     def close(self) -> None:
         self.client.close()
 
-    def evaluate(self, service: Service, body: object, now: datetime | None = None) -> Outcome:
+    def evaluate(
+        self,
+        service: Service,
+        body: object,
+        now: datetime | None = None,
+        fhir_allowed: Callable[[str], bool] | None = None,
+    ) -> Outcome:
+        """The response to one hook request. `fhir_allowed` decides whether the request's
+        fhirServer may receive its access token; None (the operator's own CLI) allows any."""
         started = time.monotonic()
         request = validate_request(service, body)
+        server = request.get("fhirServer")
+        if server and fhir_allowed is not None and not fhir_allowed(server):
+            raise InvalidRequest(
+                "fhirServer: this FHIR server is not allowed for this client; the service "
+                "sends access tokens only to FHIR servers its operator allowed",
+                "fhirServer",
+            )
         gathered = gather(service, request, self.client, self.settings.fhir_deadline_s)
         chart = build_chart(
             service.hook,

@@ -34,6 +34,9 @@ def run(settings: Settings, *, host: str, port: int, workers: int, threads: int)
             "WARNING: --no-auth: client JWTs are NOT verified. Development use only; "
             "never expose this service to a network."
         )
+    from .app import check_configuration
+
+    check_configuration(settings)  # fail here, in one clear line, not in every worker
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     options = {
         "bind": f"{host}:{port}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -28,11 +28,26 @@ class Settings:
     log_level: str = "INFO"
     # Pins "now" for reproducible demos and tests (the example patients are dated around it).
     fixed_now: datetime | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
+    # Security (see auth.py): who may call, and how tokens are checked.
+    trust_config: Path | None = None
+    public_base_url: str | None = None
+    jwt_leeway_s: float = 30.0
+    jwks_ttl_s: float = 300.0
+    jwks_min_refresh_s: float = 30.0
+    cors_origins: tuple[str, ...] = ("*",)
+    log_hash_key: str | None = None
 
     @property
     def feedback_db_path(self) -> Path:
         return self.feedback_db or self.data_dir / "feedback.sqlite3"
+
+    @property
+    def audit_db_path(self) -> Path:
+        return self.data_dir / "audit.sqlite3"
+
+    @property
+    def replay_db_path(self) -> Path:
+        return self.data_dir / "replay.sqlite3"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -51,6 +66,15 @@ class Settings:
             "feedback_db": Path(env["CDS_FEEDBACK_DB"]) if env.get("CDS_FEEDBACK_DB") else None,
             "log_level": env.get("CDS_LOG_LEVEL", "INFO").upper(),
             "fixed_now": _moment(env, "CDS_FIXED_NOW"),
+            "trust_config": Path(env["CDS_TRUST_CONFIG"]) if env.get("CDS_TRUST_CONFIG") else None,
+            "public_base_url": (env.get("CDS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            "jwt_leeway_s": _float(env, "CDS_JWT_LEEWAY_S", 30.0),
+            "jwks_ttl_s": _float(env, "CDS_JWKS_TTL_S", 300.0),
+            "jwks_min_refresh_s": _float(env, "CDS_JWKS_MIN_REFRESH_S", 30.0),
+            "cors_origins": tuple(
+                o.strip() for o in env.get("CDS_CORS_ORIGINS", "*").split(",") if o.strip()
+            ),
+            "log_hash_key": env.get("CDS_LOG_HASH_KEY") or None,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

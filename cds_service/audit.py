@@ -1,0 +1,131 @@
+"""The audit trail: one row per invocation, beside the feedback store (SQLite).
+
+It keeps ids, timings and rule ids: which cards (uuid -> rule id) were shown, for whom (a keyed
+hash of the patient id, never the id), by which client. Feedback analytics join on card uuid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS invocation (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    service_id TEXT,
+    hook TEXT,
+    hook_instance TEXT,
+    issuer TEXT,
+    tenant TEXT,
+    status INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    patient_hash TEXT,
+    rule_ids TEXT,
+    fetched TEXT
+);
+CREATE TABLE IF NOT EXISTS card (
+    card_uuid TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    indicator TEXT NOT NULL,
+    invocation_id INTEGER NOT NULL REFERENCES invocation (id),
+    PRIMARY KEY (card_uuid, invocation_id)
+);
+CREATE INDEX IF NOT EXISTS invocation_time ON invocation (time);
+"""
+
+
+class AuditStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._local = threading.local()
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._path, timeout=10, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def record(self, entry: dict, cards: list[tuple[str, str, str]]) -> None:
+        """`entry`: the invocation's log record; `cards`: (uuid, rule id, indicator) shown."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = db.execute(
+                "INSERT INTO invocation (time, service_id, hook, hook_instance, issuer, tenant,"
+                " status, latency_ms, patient_hash, rule_ids, fetched)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry["time"],
+                    entry.get("service_id"),
+                    entry.get("hook"),
+                    entry.get("hook_instance"),
+                    entry.get("issuer"),
+                    entry.get("tenant"),
+                    entry["status"],
+                    entry["ms"],
+                    entry.get("patient"),
+                    json.dumps(entry.get("rule_ids") or []),
+                    json.dumps(entry.get("fetched") or []),
+                ),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO card VALUES (?, ?, ?, ?)",
+                [(u, rule, indicator, cursor.lastrowid) for u, rule, indicator in cards],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def invocations(self) -> list[dict]:
+        db = self._db()
+        db.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in db.execute("SELECT * FROM invocation ORDER BY id")]
+        finally:
+            db.row_factory = None
+
+
+class PatientHasher:
+    """A keyed hash of patient ids for logs: stable across processes, useless without the key.
+
+    The key comes from CDS_LOG_HASH_KEY, or is made once and kept (mode 0600) in the data dir.
+    """
+
+    def __init__(self, key: str | None, data_dir: Path):
+        self._key = (key or _stored_key(data_dir)).encode()
+
+    def __call__(self, patient_id: str) -> str:
+        return hmac.new(self._key, patient_id.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def _stored_key(data_dir: Path) -> str:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "log-hash.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(200):  # another worker is writing it right now
+            key = path.read_text().strip()
+            if len(key) == 64:
+                return key
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} does not hold a log hash key") from None
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_hex(32))
+    return path.read_text().strip()

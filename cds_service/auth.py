@@ -1,0 +1,222 @@
+"""Client authentication (CDS Hooks 2.0 "Trusting CDS Clients"): a signed JWT on every call.
+
+Checked, in order: a Bearer token; header `alg` asymmetric (never `none` or HMAC), `typ` JWT,
+`kid`; a trusted `iss`; a `jku`, if any, on the issuer's allowlist; the signature with the
+issuer's key for `kid` (the JWKS is refetched once, rate-limited, on an unknown kid: key
+rotation); `aud` the URL of the endpoint invoked; `exp`, `iat` (with a small leeway), `jti`
+never seen before its expiry (a SQLite store shared by all worker processes); `tenant` among
+the issuer's tenants when the operator lists some. Any failure is a bare 401 to the caller;
+the reason goes to the log, never the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import jwt
+import requests
+
+from .trust import Issuer, TrustConfig, normalise_url
+
+log = logging.getLogger(__name__)
+
+ALLOWED_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+)
+JWKS_TIMEOUT_S = (2.0, 3.0)
+MAX_JWKS_BYTES = 1024 * 1024
+
+
+class Unauthorized(Exception):
+    """The call is refused with a bare 401; the message is for the log only."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    issuer: Issuer
+    tenant: str | None
+
+
+class ReplayStore(Protocol):
+    def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        """Record the token id; False when it was seen before (a replay)."""
+
+
+class SqliteReplayStore:
+    """Token ids seen, in a SQLite file every worker process shares (a replay sent to another
+    worker is caught too). Expired ids are purged as new ones arrive."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._local = threading.local()
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS seen_jti (iss TEXT NOT NULL, jti TEXT NOT NULL,"
+            " exp REAL NOT NULL, PRIMARY KEY (iss, jti))"
+        )
+        db.execute("CREATE INDEX IF NOT EXISTS seen_jti_exp ON seen_jti (exp)")
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._path, timeout=10, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        db = self._db()
+        now = time.time()
+        try:
+            db.execute("INSERT INTO seen_jti VALUES (?, ?, ?)", (iss, jti, exp))
+        except sqlite3.IntegrityError:
+            row = db.execute(
+                "SELECT exp FROM seen_jti WHERE iss = ? AND jti = ?", (iss, jti)
+            ).fetchone()
+            if row and row[0] < now:  # the earlier token expired: its id may be reused
+                db.execute("UPDATE seen_jti SET exp = ? WHERE iss = ? AND jti = ?", (exp, iss, jti))
+                return True
+            return False
+        if hash(jti) % 64 == 0:
+            db.execute("DELETE FROM seen_jti WHERE exp < ?", (now - 3600,))
+        return True
+
+
+class KeySource:
+    """Public keys per issuer: inline JWKS, or a JWKS URL fetched over HTTPS, cached with a TTL,
+    refetched once on an unknown kid, and never more often than the minimum refresh interval
+    (a stream of tokens with made-up kids cannot make the service hammer the JWKS URL)."""
+
+    def __init__(self, trust: TrustConfig, ttl_s: float, min_refresh_s: float):
+        self._trust = trust
+        self._ttl, self._min_refresh = ttl_s, min_refresh_s
+        self._cache: dict[str, tuple[float, dict[str, jwt.PyJWK]]] = {}
+        self._last_fetch: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._http = requests.Session()
+        self._http.trust_env = False
+
+    def key(self, issuer: Issuer, kid: str, jku: str | None) -> jwt.PyJWK:
+        if issuer.jwks is not None and not jku:
+            keys = _parse_jwks(issuer.jwks)
+            if kid in keys:
+                return keys[kid]
+            raise Unauthorized(f"unknown kid for issuer {issuer.iss}")
+        url = jku or issuer.jwks_url
+        if not url:
+            raise Unauthorized(f"no JWKS for issuer {issuer.iss}")
+        keys = self._remote(url, refresh=False)
+        if kid not in keys:
+            keys = self._remote(url, refresh=True)
+        if kid not in keys:
+            raise Unauthorized(f"unknown kid for issuer {issuer.iss} after JWKS refresh")
+        return keys[kid]
+
+    def _remote(self, url: str, refresh: bool) -> dict[str, jwt.PyJWK]:
+        with self._lock:
+            now = time.monotonic()
+            cached = self._cache.get(url)
+            fresh = cached is not None and now - cached[0] < self._ttl
+            if cached is not None and (fresh and not refresh):
+                return cached[1]
+            if now - self._last_fetch.get(url, -1e9) < self._min_refresh:
+                return cached[1] if cached else {}
+            self._last_fetch[url] = now
+            if not self._trust.secure_url(url):
+                raise Unauthorized(f"JWKS URL is not https: {url}")
+            try:
+                response = self._http.get(url, timeout=JWKS_TIMEOUT_S, allow_redirects=False)
+                if response.status_code != 200 or len(response.content) > MAX_JWKS_BYTES:
+                    raise ValueError(f"HTTP {response.status_code}")
+                keys = _parse_jwks(response.json())
+            except (requests.RequestException, ValueError) as exc:
+                log.warning(
+                    '{"event": "jwks_fetch_failed", "url": "%s", "error": "%s"}',
+                    url,
+                    type(exc).__name__,
+                )
+                return cached[1] if cached else {}
+            self._cache[url] = (now, keys)
+            return keys
+
+
+def _parse_jwks(document: object) -> dict[str, jwt.PyJWK]:
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in (document or {}).get("keys", []) if isinstance(document, dict) else []:
+        if not isinstance(entry, dict) or not entry.get("kid") or entry.get("kty") == "oct":
+            continue  # symmetric keys are never trusted
+        try:
+            keys[str(entry["kid"])] = jwt.PyJWK(entry)
+        except (jwt.PyJWKError, ValueError, TypeError, KeyError):
+            log.warning('{"event": "jwks_key_skipped", "kid": "%s"}', str(entry.get("kid"))[:64])
+    return keys
+
+
+class Authenticator:
+    def __init__(self, trust: TrustConfig, keys: KeySource, replay: ReplayStore, leeway_s: float):
+        self.trust, self._keys, self._replay, self._leeway = trust, keys, replay, leeway_s
+
+    def verify(self, authorization: str | None, audience: str) -> Caller:
+        token = _bearer(authorization)
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise Unauthorized("malformed token") from None
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise Unauthorized(f"algorithm not allowed: {str(alg)[:16]}")
+        if str(header.get("typ", "")).upper() != "JWT":
+            raise Unauthorized("typ is not JWT")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("no kid")
+        issuer = self.trust.issuers.get(unverified.get("iss"))
+        if issuer is None:
+            raise Unauthorized(f"untrusted issuer {str(unverified.get('iss'))[:128]}")
+        jku = header.get("jku")
+        if jku is not None and (not isinstance(jku, str) or not issuer.allows_jku(jku)):
+            raise Unauthorized(f"jku not on the allowlist of {issuer.iss}")
+        key = self._keys.key(issuer, kid, jku)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,  # the public key itself: the header's (allowed) alg decides
+                algorithms=[alg],
+                audience=audience,
+                issuer=issuer.iss,
+                leeway=self._leeway,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+            )
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:  # a key of the wrong type too
+            raise Unauthorized(f"token rejected: {type(exc).__name__}") from None
+        if claims["iat"] > time.time() + self._leeway:
+            raise Unauthorized("iat in the future")
+        tenant = claims.get("tenant")
+        if issuer.tenants and tenant not in issuer.tenants:
+            raise Unauthorized(f"tenant not allowed for {issuer.iss}")
+        if not self._replay.first_use(issuer.iss, str(claims["jti"]), float(claims["exp"])):
+            raise Unauthorized(f"replayed jti from {issuer.iss}")
+        return Caller(issuer, tenant if isinstance(tenant, str) else None)
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("no Authorization header")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization is not a Bearer token")
+    return token.strip()
+
+
+def audience_url(base_url: str, path: str) -> str:
+    return normalise_url(base_url) + path
