@@ -23,6 +23,9 @@ log = logging.getLogger("cds_service.access")
 bp = Blueprint("cds", __name__)
 
 
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+
+
 @dataclass(frozen=True)
 class Security:
     """What the HTTP layer needs to authenticate callers and keep their tokens safe."""
@@ -86,6 +89,13 @@ def health():
     return json_response({"status": "ok", "version": __version__})
 
 
+@bp.get("/openapi.json")
+def openapi_document():
+    from .openapi import document
+
+    return json_response(document())
+
+
 @bp.get("/cds-services")
 def discovery():
     return json_response({"services": [service.discovery_entry() for service in SERVICES]})
@@ -134,7 +144,7 @@ def _authenticate():
     """Every endpoint but /health (and CORS preflight) needs a valid client JWT."""
     g.started = time.monotonic()
     security = _security()
-    if not security.enabled or request.method == "OPTIONS" or request.path == "/health":
+    if not security.enabled or request.method == "OPTIONS" or request.path in PUBLIC_PATHS:
         return None
     if request.path == "/cds-services" and security.trust.anonymous_discovery:
         return None
