@@ -9,6 +9,7 @@ Suggestion resources use `{patient}` for the patient reference and, in delete ac
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from dataclasses import dataclass
 from functools import cache
@@ -149,24 +150,36 @@ def _suggestion(template: dict, card_uuid: uuid.UUID, index: int, chart: Chart, 
 
 def _action(template: dict, chart: Chart) -> dict:
     """A create action; its resource is inline or a shared one (`resource_ref`) with overrides."""
+    text = _resource_json(id(template))
+    patient = json.dumps(chart.patient_reference)
+    return {
+        "type": template["type"],
+        "description": template["description"],
+        "resource": json.loads(text.replace(PATIENT_JSON, patient)),
+    }
+
+
+PATIENT_JSON = '"{patient}"'  # in a suggestion template: the patient's reference
+
+
+@cache
+def _resource_json(template_id: int) -> str:
+    """The action's resource as JSON text, made once per template (a fresh copy per card is
+    then one json.loads, much cheaper than copying the template)."""
+    template = _templates()[template_id]
     if "resource_ref" in template:
         resource = copy.deepcopy(content().common["resources"][template["resource_ref"]])
         resource.update(copy.deepcopy(template.get("overrides") or {}))
     else:
         resource = copy.deepcopy(template["resource"])
+    return json.dumps(resource)
+
+
+@cache
+def _templates() -> dict[int, dict]:
     return {
-        "type": template["type"],
-        "description": template["description"],
-        "resource": _fill(resource, chart),
+        id(action): action
+        for card in content().cards.values()
+        for suggestion in card.get("suggestions") or []
+        for action in suggestion["actions"]
     }
-
-
-def _fill(value, chart: Chart):
-    """Put the patient into a suggestion template (`{patient}` stands for Patient/<id>)."""
-    if isinstance(value, dict):
-        return {k: _fill(v, chart) for k, v in value.items() if k not in {"when", "unless"}}
-    if isinstance(value, list):
-        return [_fill(v, chart) for v in value]
-    if value == "{patient}":
-        return chart.patient_reference
-    return value

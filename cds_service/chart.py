@@ -13,19 +13,21 @@ import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from functools import cached_property
 
 from . import fhirdates
+from .fhircheck import fhir_problem
 from .gather import Gathered
 from .labs import Lab
 from .terminology import Coding, Terminology, ValueSet, codings_of, concept_text, normalise
 
+Posting = tuple[int, int, Coding]  # (fact position, coding position, coding)
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
 EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
 COUNTING_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
 COUNTING_MEDICATION = {"active", "on-hold", "draft"}
+CONDITION_DATES = ("onsetDateTime", "onsetPeriod", "recordedDate")
+OBSERVATION_DATES = ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")
 LOW_INTERPRETATION = {"L", "LL"}
 HIGH_INTERPRETATION = {"H", "HH"}
 DECIDING_INTERPRETATION = LOW_INTERPRETATION | HIGH_INTERPRETATION | {"N"}
@@ -48,11 +50,23 @@ class Fact:
 
     reference: str  # e.g. Condition/123
     code: dict  # the raw CodeableConcept
-    when: datetime | None
+    date_fields: tuple[str, ...] = field(repr=False, compare=False)
     resource: dict = field(repr=False, compare=False)
+
+    @cached_property
+    def when(self) -> datetime | None:
+        """The first readable of the date fields (parsed when a rule first asks: a record of
+        thousands pays only for the facts rules look at)."""
+        return _first_date(self.resource, self.date_fields)
 
     def label(self) -> str:
         return label_of(self.code, self.reference)
+
+    @cached_property
+    def words(self) -> str:
+        """The concept's text and displays in lower case, one per line: what name matches read."""
+        texts = [concept_text(self.code)] + [c.display for c in codings_of(self.code)]
+        return "\n".join(t.lower() for t in texts if t)
 
     @property
     def body_sites(self) -> list[dict]:
@@ -156,6 +170,10 @@ class Chart:
     _indexes: dict[int, dict[tuple[str, str], list[int]]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # Per (list of facts, concept group): the facts coded in it, with the matching coding.
+    _hits: dict[tuple[int, str], list[tuple[Fact, Coding]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def unreadable(self) -> tuple[str, ...]:
@@ -206,37 +224,65 @@ class Chart:
         """A symptom or problem, whether coded as a Condition or as an Observation finding."""
         return self.conditions_in(group, within_days) + self.observations_in(group, within_days)
 
-    def _index(self, facts: tuple[Fact, ...]) -> dict[tuple[str, str], list[int]]:
+    def _index(self, facts: tuple[Fact, ...]) -> dict[tuple[str, str], list[Posting]]:
+        """(system, normalised code) -> where it is coded: (fact position, coding position,
+        coding), built once per list of facts."""
         index = self._indexes.get(id(facts))
         if index is None:
             index = {}
             for position, fact in enumerate(facts):
-                for coding in codings_of(fact.code):
+                for rank, coding in enumerate(codings_of(fact.code)):
                     key = (coding.system, normalise(coding.system, coding.code))
-                    positions = index.setdefault(key, [])
-                    if not positions or positions[-1] != position:
-                        positions.append(position)
+                    index.setdefault(key, []).append((position, rank, coding))
             self._indexes[id(facts)] = index
         return index
 
     def _matching(self, facts: tuple[Fact, ...], group: str, within: int | None) -> Iterator[Match]:
         """Facts coded in the group, in record order. An index of the record's codes means a
         lookup costs the number of distinct codes, not the number of resources."""
-        value_set = self.terminology[group]
         since = self.since(within) if within is not None else None
-        candidates: set[int] = set()
-        for key, positions in self._index(facts).items():
-            if value_set.could_match(key):
-                candidates.update(positions)
-        for position in sorted(candidates):
-            fact = facts[position]
-            coding = value_set.match(fact.code)
-            if coding is None:
+        for fact, coding in self._coded_in(facts, group):
+            if since is not None and fact.when is None:
+                self._checked.setdefault(
+                    f"{fact.reference}#date",
+                    f"{fact.reference}: no readable date (not interpretable)",
+                )
                 continue
-            if since is not None and (fact.when is None or fact.when < since):
+            if since is not None and fact.when < since:
                 continue
             if self.interpretable(fact.reference, fact.resource):
                 yield Match(fact, coding)
+
+    def _coded_in(self, facts: tuple[Fact, ...], group: str) -> list[tuple[Fact, Coding]]:
+        """The facts coded in the group, each with its first coding that is (as ValueSet.match
+        would answer), found through the index: a lookup per listed code, and a look at each
+        distinct code of the record only for groups with prefix entries."""
+        hits = self._hits.get((id(facts), group))
+        if hits is None:
+            value_set = self.terminology[group]
+            index = self._index(facts)
+            postings: list[Posting] = []
+            for key in value_set.exact:
+                postings += index.get(key, ())
+            for key, word in value_set.unverified.items():
+                postings += [
+                    p
+                    for p in index.get(key, ())
+                    if word in p[2].display.lower()
+                    or word in concept_text(facts[p[0]].code).lower()
+                ]
+            if value_set.prefixes:
+                listed = value_set.keys
+                for key, found in index.items():
+                    if key not in listed and value_set.could_match(key):
+                        postings += found
+            first: dict[int, tuple[int, Coding]] = {}
+            for position, rank, coding in postings:
+                if position not in first or rank < first[position][0]:
+                    first[position] = (rank, coding)
+            hits = [(facts[position], first[position][1]) for position in sorted(first)]
+            self._hits[(id(facts), group)] = hits
+        return hits
 
     def results(self, lab: Lab) -> tuple[list[LabResult], list[str]]:
         """Readable results within the lab's lookback, newest first; and what was unreadable."""
@@ -277,71 +323,6 @@ class Chart:
         if self.hook == "order-sign":
             return self.draft_orders
         return ()
-
-
-# The elements rules read, per resource type. Only these are checked against FHIR R4B: a record
-# is never ignored (a red flag missed) for a fault in a field no rule reads. Dates are not in
-# the list: the chart reads them itself and reports an unreadable one.
-READ_ELEMENTS = {
-    "Condition": ("code", "clinicalStatus", "verificationStatus", "bodySite", "subject"),
-    "Observation": (
-        "status",
-        "code",
-        "category",
-        "subject",
-        "bodySite",
-        "valueQuantity",
-        "valueBoolean",
-        "valueCodeableConcept",
-        "interpretation",
-        "referenceRange",
-    ),
-    "MedicationRequest": (
-        "status",
-        "intent",
-        "subject",
-        "medicationCodeableConcept",
-        "medicationReference",
-    ),
-}
-_REQUIRED_PLACEHOLDERS = {  # elements R4B requires that no rule reads
-    "Condition": {"subject": {"reference": "Patient/unknown"}},
-    "Observation": {"status": "unknown", "code": {"text": "unknown"}},
-    "MedicationRequest": {
-        "status": "unknown",
-        "intent": "order",
-        "subject": {"reference": "Patient/unknown"},
-        "medicationCodeableConcept": {"text": "unknown"},
-    },
-}
-
-
-def fhir_problem(reference: str, resource: dict) -> str | None:
-    """Why the elements of a resource that rules read are not valid FHIR R4B, or None."""
-    kind = resource.get("resourceType", "")
-    try:
-        model = get_fhir_model_class(kind)
-    except (KeyError, ValueError, AttributeError):
-        return f"{reference}: unknown resource type (not interpretable)"
-    elements = READ_ELEMENTS.get(kind)
-    if elements is not None:
-        read = {name: resource[name] for name in elements if name in resource}
-        if "medicationReference" in read:
-            read.pop("medicationCodeableConcept", None)
-        base = dict(_REQUIRED_PLACEHOLDERS.get(kind, {}))
-        if "medicationReference" in read:
-            base.pop("medicationCodeableConcept", None)
-        resource = {"resourceType": kind, **base, **read}
-    try:
-        model.model_validate(resource)
-    except ValidationError as error:
-        problems = [e for e in error.errors() if e["type"] != "extra_forbidden"]
-        if problems:
-            where = ".".join(str(part) for part in problems[0]["loc"]) or "resource"
-            return f"{reference}: not valid FHIR R4 at {where} (not interpretable)"
-    except (TypeError, ValueError, RecursionError):
-        return f"{reference}: not valid FHIR R4 (not interpretable)"
-    return None
 
 
 def is_negated(observation: dict) -> bool:
@@ -411,15 +392,13 @@ def build_chart(
     patient_id = str(context["patientId"])
     patient = next((p for p in gathered.of_type("Patient") if p.get("id") == patient_id), None)
     unreadable: list[str] = []
+    mine = {
+        kind: _about(gathered.of_type(kind), patient_id, kind, unreadable)
+        for kind in ("Condition", "Observation", "MedicationRequest")
+    }
     conditions, past_conditions = [], []
-    for fact, counts in _conditions(gathered.of_type("Condition"), patient_id, unreadable):
+    for fact, counts in _conditions(mine["Condition"], unreadable):
         (conditions if counts else past_conditions).append(fact)
-    for kind in ("Condition", "Observation", "MedicationRequest"):
-        others = sum(not _about_patient(r, patient_id) for r in gathered.of_type(kind))
-        if others:
-            unreadable.append(
-                f"{others} {kind} resource(s) name another patient as subject: not used"
-            )
     gaps = list(gathered.gaps)
     if patient is None:
         gaps.append(f"Patient/{patient_id} was not available (age and sex unknown)")
@@ -436,10 +415,8 @@ def build_chart(
         sex=gender if isinstance(gender, str) else None,
         conditions=tuple(conditions),
         past_conditions=tuple(past_conditions),
-        observations=tuple(_observations(gathered.of_type("Observation"), patient_id, unreadable)),
-        medications=tuple(
-            _medications(gathered.of_type("MedicationRequest"), patient_id, medications_by_id)
-        ),
+        observations=tuple(_observations(mine["Observation"], unreadable)),
+        medications=tuple(_medications(mine["MedicationRequest"], medications_by_id)),
         draft_orders=tuple(_orders(context.get("draftOrders"))),
         selections=tuple(s for s in context.get("selections") or () if isinstance(s, str)),
         note_text=_note_text(context.get("note"), unreadable),
@@ -447,6 +424,15 @@ def build_chart(
         read_errors=tuple(unreadable),
         terminology=terminology,
     )
+
+
+def _about(resources: list[dict], patient_id: str, kind: str, unreadable: list[str]) -> list[dict]:
+    """The resources about this patient; how many name another one goes in the card detail."""
+    mine = [r for r in resources if _about_patient(r, patient_id)]
+    if len(mine) < len(resources):
+        others = len(resources) - len(mine)
+        unreadable.append(f"{others} {kind} resource(s) name another patient as subject: not used")
+    return mine
 
 
 def _about_patient(resource: dict, patient_id: str) -> bool:
@@ -481,13 +467,9 @@ def _reference(resource: dict) -> str:
     return f"{resource.get('resourceType')}/{rid if isinstance(rid, str) else '?'}"
 
 
-def _conditions(
-    resources: list[dict], patient_id: str, unreadable: list[str]
-) -> Iterator[tuple[Fact, bool]]:
+def _conditions(resources: list[dict], unreadable: list[str]) -> Iterator[tuple[Fact, bool]]:
     """Each Condition not refuted or entered in error, and whether it counts as current."""
     for resource in resources:
-        if not _about_patient(resource, patient_id):
-            continue
         clinical = _status(resource.get("clinicalStatus"))
         if _status(resource.get("verificationStatus")) in EXCLUDED_VERIFICATION:
             continue
@@ -496,14 +478,12 @@ def _conditions(
         if not isinstance(code, dict):
             unreadable.append(f"{reference}: no code (not interpretable)")
             continue
-        when = _first_date(resource, ("onsetDateTime", "onsetPeriod", "recordedDate"))
-        yield Fact(reference, code, when, resource), clinical in COUNTING_CLINICAL | {None}
+        fact = Fact(reference, code, CONDITION_DATES, resource)
+        yield fact, clinical in COUNTING_CLINICAL | {None}
 
 
-def _observations(resources: list[dict], patient_id: str, unreadable: list[str]) -> Iterator[Fact]:
+def _observations(resources: list[dict], unreadable: list[str]) -> Iterator[Fact]:
     for resource in resources:
-        if not _about_patient(resource, patient_id):
-            continue
         if resource.get("status") not in COUNTING_OBSERVATION:
             continue
         reference = _reference(resource)
@@ -511,20 +491,11 @@ def _observations(resources: list[dict], patient_id: str, unreadable: list[str])
         if not isinstance(code, dict):
             unreadable.append(f"{reference}: no code (not interpretable)")
             continue
-        when = _first_date(
-            resource, ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")
-        )
-        if when is None:
-            unreadable.append(f"{reference}: no readable date (not interpretable)")
-        yield Fact(reference, code, when, resource)
+        yield Fact(reference, code, OBSERVATION_DATES, resource)
 
 
-def _medications(
-    resources: list[dict], patient_id: str, medications_by_id: dict[str, dict]
-) -> Iterator[Medication]:
+def _medications(resources: list[dict], medications_by_id: dict[str, dict]) -> Iterator[Medication]:
     for resource in resources:
-        if not _about_patient(resource, patient_id):
-            continue
         if resource.get("status") not in COUNTING_MEDICATION:
             continue
         yield Medication(

@@ -86,6 +86,11 @@ class ValueSet:
                 return coding
         return None
 
+    @property
+    def keys(self) -> frozenset[tuple[str, str]]:
+        """The (system, normalised code) pairs listed one by one (not the prefixes)."""
+        return self.exact | self.unverified.keys()
+
     def could_match(self, key: tuple[str, str]) -> bool:
         """Whether a coding with this (system, normalised code) may be in the value set (an
         unverified code still needs its display checked by `match`)."""

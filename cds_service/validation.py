@@ -6,6 +6,7 @@ import json
 import re
 from functools import cache
 from importlib import resources
+from urllib.parse import urljoin
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -42,7 +43,24 @@ def validator(name: str) -> Draft202012Validator:
     """The compiled validator of one schema, e.g. `request` or `context-order-sign`."""
     schema = _registry().contents(f"{SCHEMA_BASE}{name}.json")
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, registry=_registry())
+    # References are resolved once here, not on every validation (the schemas are not
+    # recursive), which makes validating a request several times faster.
+    return Draft202012Validator(_inline(schema, f"{SCHEMA_BASE}{name}.json"))
+
+
+def _inline(node: object, base: str) -> object:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            target, _, pointer = node["$ref"].partition("#")
+            document_url = urljoin(base, target) if target else base
+            resolved = _registry().resolver(document_url).lookup(f"#{pointer}").contents
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            inlined = _inline(resolved, document_url)
+            return {"allOf": [inlined, _inline(rest, base)]} if rest else inlined
+        return {k: _inline(v, base) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(item, base) for item in node]
+    return node
 
 
 def schema(name: str) -> dict:

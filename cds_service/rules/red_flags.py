@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from ..chart import Chart, Match
 from ..labs import FEVER_AT_OR_ABOVE, TEMPERATURE, WEIGHT, WEIGHT_LOSS_FRACTION
-from ..terminology import concept_text
 from .base import Evidence, Finding, evidence_of
 
 NEW_SYMPTOM_DAYS = 14
@@ -40,26 +40,32 @@ def cauda_equina_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding
 def saddle_anaesthesia(chart: Chart, within_days: int) -> list[Evidence]:
     """Saddle numbness described in a finding's text, or R20.0/R20.2 at a saddle body site."""
     sites = chart.value_set("SADDLE_SITE")
+    place = re.compile("|".join(re.escape(name) for name in sites.names))
     since = chart.since(within_days)
-    found = []
-    for fact in chart.conditions + chart.observations:
-        if fact.when is None or fact.when < since:
+    # A described finding is a Condition or a non-numeric Observation (not a lab or vital sign).
+    findings = chart.conditions + tuple(
+        o for o in chart.observations if "valueQuantity" not in o.resource
+    )
+    described = [
+        fact
+        for fact in findings
+        if place.search(fact.words)
+        and any(
+            place.search(line) and any(word in line for word in SADDLE_SYMPTOM_WORDS)
+            for line in fact.words.splitlines()
+        )
+    ]
+    coded = [
+        m.fact
+        for m in chart.findings_in("SENSORY_LOSS")
+        if any(sites.match(site) or sites.match_name(site) for site in m.fact.body_sites)
+    ]
+    found, seen = [], set()
+    for fact in described + coded:
+        if fact.reference in seen or fact.when is None or fact.when < since:
             continue
-        texts = [concept_text(fact.code).lower()]
-        texts += [
-            str(c.get("display", "")).lower()
-            for c in fact.code.get("coding") or []
-            if isinstance(c, dict)
-        ]
-        described = any(
-            any(site in text for site in sites.names)
-            and any(word in text for word in SADDLE_SYMPTOM_WORDS)
-            for text in texts
-        )
-        coded = chart.value_set("SENSORY_LOSS").match(fact.code) is not None and any(
-            sites.match(site) or sites.match_name(site) for site in fact.body_sites
-        )
-        if (described or coded) and chart.interpretable(fact.reference, fact.resource):
+        seen.add(fact.reference)
+        if chart.interpretable(fact.reference, fact.resource):
             found.append(
                 Evidence(f"Saddle anaesthesia: {fact.label()}", fact.reference, date=fact.day)
             )

@@ -1,0 +1,163 @@
+"""Is a resource a rule is about to use valid FHIR R4B? Checked on the elements rules read.
+
+Only the elements rules read are checked: a record is never ignored (a red flag missed) for a
+fault in a field no rule reads. Dates are not among them: the chart reads them itself and
+reports an unreadable one. Plain, well-formed elements (the vast majority) pass a quick shape
+check; anything else is validated with fhir.resources, whose verdict decides.
+"""
+
+from __future__ import annotations
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+# The elements rules read, per resource type.
+READ_ELEMENTS = {
+    "Condition": ("code", "clinicalStatus", "verificationStatus", "bodySite", "subject"),
+    "Observation": (
+        "status",
+        "code",
+        "category",
+        "subject",
+        "bodySite",
+        "valueQuantity",
+        "valueBoolean",
+        "valueCodeableConcept",
+        "interpretation",
+        "referenceRange",
+    ),
+    "MedicationRequest": (
+        "status",
+        "intent",
+        "subject",
+        "medicationCodeableConcept",
+        "medicationReference",
+    ),
+}
+_REQUIRED_PLACEHOLDERS = {  # elements R4B requires that no rule reads
+    "Condition": {"subject": {"reference": "Patient/unknown"}},
+    "Observation": {"status": "unknown", "code": {"text": "unknown"}},
+    "MedicationRequest": {
+        "status": "unknown",
+        "intent": "order",
+        "subject": {"reference": "Patient/unknown"},
+        "medicationCodeableConcept": {"text": "unknown"},
+    },
+}
+
+
+def fhir_problem(reference: str, resource: dict) -> str | None:
+    """Why the elements of a resource that rules read are not valid FHIR R4B, or None."""
+    kind = resource.get("resourceType", "")
+    elements = READ_ELEMENTS.get(kind)
+    if elements is not None and all(
+        _plain(name, resource[name]) for name in elements if name in resource
+    ):
+        return None
+    try:
+        model = get_fhir_model_class(kind)
+    except (KeyError, ValueError, AttributeError):
+        return f"{reference}: unknown resource type (not interpretable)"
+    if elements is not None:
+        read = {name: resource[name] for name in elements if name in resource}
+        if "medicationReference" in read:
+            read.pop("medicationCodeableConcept", None)
+        base = dict(_REQUIRED_PLACEHOLDERS.get(kind, {}))
+        if "medicationReference" in read:
+            base.pop("medicationCodeableConcept", None)
+        resource = {"resourceType": kind, **base, **read}
+    try:
+        model.model_validate(resource)
+    except ValidationError as error:
+        problems = [e for e in error.errors() if e["type"] != "extra_forbidden"]
+        if problems:
+            where = ".".join(str(part) for part in problems[0]["loc"]) or "resource"
+            return f"{reference}: not valid FHIR R4 at {where} (not interpretable)"
+    except (TypeError, ValueError, RecursionError):
+        return f"{reference}: not valid FHIR R4 (not interpretable)"
+    return None
+
+
+_CODING_KEYS = frozenset({"system", "code", "display", "version"})
+_QUANTITY_KEYS = frozenset({"value", "unit", "system", "code"})
+_REFERENCE_KEYS = frozenset({"reference", "display", "type"})
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str) and value != "" and value.strip() == value
+
+
+def _coding(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.keys() <= _CODING_KEYS
+        and all(_text(v) for v in value.values())
+    )
+
+
+def _concept(value: object) -> bool:
+    if not isinstance(value, dict) or not value or not value.keys() <= {"coding", "text"}:
+        return False
+    coding = value.get("coding", [])
+    return (
+        isinstance(coding, list)
+        and all(_coding(c) for c in coding)
+        and ("text" not in value or _text(value["text"]))
+    )
+
+
+def _quantity(value: object) -> bool:
+    if not isinstance(value, dict) or not value or not value.keys() <= _QUANTITY_KEYS:
+        return False
+    number = value.get("value")
+    if number is not None and (not isinstance(number, int | float) or isinstance(number, bool)):
+        return False
+    return all(_text(value[k]) for k in ("unit", "system", "code") if k in value)
+
+
+def _reference(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and value.keys() <= _REFERENCE_KEYS
+        and all(_text(v) for v in value.values())
+    )
+
+
+def _range(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and value.keys() <= {"low", "high", "text"}
+        and all(_quantity(value[k]) for k in ("low", "high") if k in value)
+        and ("text" not in value or _text(value["text"]))
+    )
+
+
+def _many(check):
+    return lambda value: isinstance(value, list) and bool(value) and all(check(v) for v in value)
+
+
+# The quick shape of each element rules read; what does not fit goes to fhir.resources.
+_SHAPES = {
+    "code": _concept,
+    "clinicalStatus": _concept,
+    "verificationStatus": _concept,
+    "valueCodeableConcept": _concept,
+    "medicationCodeableConcept": _concept,
+    "category": _many(_concept),
+    "interpretation": _many(_concept),
+    "bodySite": lambda v: _concept(v) or _many(_concept)(v),
+    "subject": _reference,
+    "medicationReference": _reference,
+    "valueQuantity": _quantity,
+    "referenceRange": _many(_range),
+    "valueBoolean": lambda v: isinstance(v, bool),
+    "status": _text,
+    "intent": _text,
+}
+
+
+def _plain(name: str, value: object) -> bool:
+    shape = _SHAPES.get(name)
+    return shape is not None and shape(value)
