@@ -101,13 +101,16 @@ class KeySource:
         self._ttl, self._min_refresh = ttl_s, min_refresh_s
         self._cache: dict[str, tuple[float, dict[str, jwt.PyJWK]]] = {}
         self._last_fetch: dict[str, float] = {}
+        self._inline: dict[str, dict[str, jwt.PyJWK]] = {}  # parsed once per issuer
         self._lock = threading.Lock()
         self._http = requests.Session()
         self._http.trust_env = False
 
     def key(self, issuer: Issuer, kid: str, jku: str | None) -> jwt.PyJWK:
         if issuer.jwks is not None and not jku:
-            keys = _parse_jwks(issuer.jwks)
+            keys = self._inline.get(issuer.iss)
+            if keys is None:
+                keys = self._inline[issuer.iss] = _parse_jwks(issuer.jwks)
             if kid in keys:
                 return keys[kid]
             raise Unauthorized(f"unknown kid for issuer {issuer.iss}")
@@ -167,11 +170,13 @@ class Authenticator:
 
     def verify(self, authorization: str | None, audience: str) -> Caller:
         token = _bearer(authorization)
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+        try:  # one unverified pass for the header and issuer; the signature is checked below
+            parts = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise Unauthorized("malformed token") from None
+        header, unverified = parts["header"], parts["payload"]
+        if not isinstance(unverified, dict):
+            raise Unauthorized("malformed token")
         alg = header.get("alg")
         if alg not in ALLOWED_ALGORITHMS:
             raise Unauthorized(f"algorithm not allowed: {str(alg)[:16]}")
