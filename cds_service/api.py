@@ -184,7 +184,8 @@ def _access_log(response: Response) -> Response:
             record[key] = g.get(key)
     if record.get("service_id"):
         record["hook"] = find_service(record["service_id"]).hook
-    log.info(json.dumps(record))
+    if log.isEnabledFor(logging.INFO):
+        log.info(json.dumps(record))
     if request.method == "POST" and g.get("service_id") and not request.path.endswith("/feedback"):
         try:
             _security().audit.record(record, g.get("cards") or [])

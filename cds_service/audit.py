@@ -6,15 +6,19 @@ hash of the patient id, never the id), by which client. Feedback analytics join 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import sqlite3
 import threading
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS invocation (
@@ -43,6 +47,12 @@ CREATE INDEX IF NOT EXISTS invocation_time ON invocation (time);
 
 
 class AuditStore:
+    """Rows are queued by the request and written in batches by one thread per process, so a
+    request never waits on the database (nor on another worker's write lock). `flush()` writes
+    what is queued; it runs at exit too."""
+
+    FLUSH_INTERVAL_S = 0.2
+
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
@@ -50,6 +60,32 @@ class AuditStore:
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
+        self._queue: list[tuple[dict, list[tuple[str, str, str]]]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._writer.start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.FLUSH_INTERVAL_S)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # keep writing later batches; never crash the worker
+                log.error(json.dumps({"event": "audit_failed", "error": type(exc).__name__}))
+
+    def record(self, entry: dict, cards: list[tuple[str, str, str]]) -> None:
+        """Queue one invocation: its log record and the (uuid, rule id, indicator) of its cards."""
+        with self._lock:
+            self._queue.append((entry, cards))
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        if batch:
+            self._write(batch)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -60,39 +96,44 @@ class AuditStore:
             self._local.db = db
         return db
 
-    def record(self, entry: dict, cards: list[tuple[str, str, str]]) -> None:
-        """`entry`: the invocation's log record; `cards`: (uuid, rule id, indicator) shown."""
+    def _write(self, batch: list[tuple[dict, list[tuple[str, str, str]]]]) -> None:
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
-            cursor = db.execute(
-                "INSERT INTO invocation (time, service_id, hook, hook_instance, issuer, tenant,"
-                " status, latency_ms, patient_hash, rule_ids, fetched)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry["time"],
-                    entry.get("service_id"),
-                    entry.get("hook"),
-                    entry.get("hook_instance"),
-                    entry.get("issuer"),
-                    entry.get("tenant"),
-                    entry["status"],
-                    entry["ms"],
-                    entry.get("patient"),
-                    json.dumps(entry.get("rule_ids") or []),
-                    json.dumps(entry.get("fetched") or []),
-                ),
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO card VALUES (?, ?, ?, ?)",
-                [(u, rule, indicator, cursor.lastrowid) for u, rule, indicator in cards],
-            )
+            for entry, cards in batch:
+                self._insert(db, entry, cards)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
+    @staticmethod
+    def _insert(db: sqlite3.Connection, entry: dict, cards: list[tuple[str, str, str]]) -> None:
+        cursor = db.execute(
+            "INSERT INTO invocation (time, service_id, hook, hook_instance, issuer, tenant,"
+            " status, latency_ms, patient_hash, rule_ids, fetched)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry["time"],
+                entry.get("service_id"),
+                entry.get("hook"),
+                entry.get("hook_instance"),
+                entry.get("issuer"),
+                entry.get("tenant"),
+                entry["status"],
+                entry["ms"],
+                entry.get("patient"),
+                json.dumps(entry.get("rule_ids") or []),
+                json.dumps(entry.get("fetched") or []),
+            ),
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO card VALUES (?, ?, ?, ?)",
+            [(u, rule, indicator, cursor.lastrowid) for u, rule, indicator in cards],
+        )
+
     def invocations(self) -> list[dict]:
+        self.flush()
         db = self._db()
         db.row_factory = sqlite3.Row
         try:
