@@ -32,9 +32,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["cds_feedback"] = FeedbackStore(settings.feedback_db_path)
     app.extensions["cds_security"] = _security(settings)
     # Browser clients (the public CDS Hooks sandbox) call from another origin with a bearer
-    # token; no cookies are used, so credentials stay off.
+    # token; no cookies are used, so credentials stay off. Only the CDS Hooks endpoints are
+    # shared: the console and /openapi.json are for same-origin use.
     CORS(
         app,
+        resources={r"/cds-services": {}, r"/cds-services/*": {}},
         origins=list(settings.cors_origins),
         allow_headers=["Authorization", "Content-Type"],
         methods=["GET", "POST", "OPTIONS"],

@@ -114,9 +114,13 @@ class KeySource:
             if kid in keys:
                 return keys[kid]
             raise Unauthorized(f"unknown kid for issuer {issuer.iss}")
-        url = jku or issuer.jwks_url
-        if not url:
+        if not (jku or issuer.jwks_url):
             raise Unauthorized(f"no JWKS for issuer {issuer.iss}")
+        # One spelling per JWKS URL (case, trailing slash): one cache entry and one rate limit,
+        # and the URL fetched is the operator's, never a variant a token spelt.
+        url = normalise_url(jku or issuer.jwks_url or "")
+        if issuer.jwks_url and normalise_url(issuer.jwks_url) == url:
+            url = issuer.jwks_url
         keys = self._remote(url, refresh=False)
         if kid not in keys:
             keys = self._remote(url, refresh=True)
@@ -178,14 +182,15 @@ class Authenticator:
         if not isinstance(unverified, dict):
             raise Unauthorized("malformed token")
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise Unauthorized(f"algorithm not allowed: {str(alg)[:16]}")
         if str(header.get("typ", "")).upper() != "JWT":
             raise Unauthorized("typ is not JWT")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise Unauthorized("no kid")
-        issuer = self.trust.issuers.get(unverified.get("iss"))
+        iss = unverified.get("iss")
+        issuer = self.trust.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise Unauthorized(f"untrusted issuer {str(unverified.get('iss'))[:128]}")
         jku = header.get("jku")
@@ -207,7 +212,7 @@ class Authenticator:
         if claims["iat"] > time.time() + self._leeway:
             raise Unauthorized("iat in the future")
         tenant = claims.get("tenant")
-        if issuer.tenants and tenant not in issuer.tenants:
+        if issuer.tenants and (not isinstance(tenant, str) or tenant not in issuer.tenants):
             raise Unauthorized(f"tenant not allowed for {issuer.iss}")
         if not self._replay.first_use(issuer.iss, str(claims["jti"]), float(claims["exp"])):
             raise Unauthorized(f"replayed jti from {issuer.iss}")

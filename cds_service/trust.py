@@ -66,10 +66,12 @@ _SCHEMA = {
 
 
 def normalise_url(url: str) -> str:
-    """Scheme and host in lower case, no trailing slash: how allowlists compare URLs."""
+    """Scheme and host in lower case, no trailing slash, no fragment: how allowlists compare
+    URLs. The query stays: a URL with another query is another URL."""
     parts = urlsplit(url.strip())
     path = parts.path.rstrip("/")
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{path}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{path}{query}"
 
 
 def is_loopback(url: str) -> bool:

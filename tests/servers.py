@@ -65,8 +65,16 @@ class ServiceProcess:
         return self.log_path.read_text()
 
 
-def start_service(workdir: Path, env: dict[str, str] | None = None, workers: int = 2):
-    port = free_port()
+def start_service(
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    workers: int = 2,
+    auth: bool = False,
+    port: int | None = None,
+):
+    """`auth=True` serves with client JWTs verified (the env then names CDS_TRUST_CONFIG and
+    CDS_PUBLIC_BASE_URL, which needs the `port` chosen beforehand)."""
+    port = port or free_port()
     data_dir = workdir / "data"
     log_path = workdir / "service.log"
     environment = {**os.environ, "CDS_DATA_DIR": str(data_dir), **(env or {})}
@@ -75,7 +83,7 @@ def start_service(workdir: Path, env: dict[str, str] | None = None, workers: int
         [
             str(BIN / "cds-service"),
             "serve",
-            "--no-auth",
+            *([] if auth else ["--no-auth"]),
             "--port",
             str(port),
             "--workers",
@@ -215,3 +223,73 @@ def send_json(handler: BaseHTTPRequestHandler, body: object, status: int = 200) 
     handler.send_header("Content-Length", str(len(payload)))
     handler.end_headers()
     handler.wfile.write(payload)
+
+
+@dataclass
+class JwksServer:
+    """JWK Sets served over plain HTTP on 127.0.0.1 (trusted with `allow_http_loopback`).
+
+    A set can be replaced while the service runs (key rotation); every fetch is recorded with
+    its time and path (query string included).
+    """
+
+    fault: FaultServer
+    documents: dict[str, dict] = field(default_factory=dict)
+    fetched: list[tuple[float, str]] = field(default_factory=list)
+
+    def publish(self, path: str, jwks: dict) -> str:
+        """Serve `jwks` at `path` (and at anything `path` prefixes); its URL."""
+        self.documents[path] = jwks
+
+        def serve(handler: BaseHTTPRequestHandler) -> None:
+            self.fetched.append((time.monotonic(), handler.path))
+            payload = json.dumps(self.documents[path]).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+
+        return self.fault.route(path, serve)
+
+    def fetches(self, path: str) -> list[float]:
+        """When each request whose path starts with `path` arrived."""
+        return [at for at, seen in self.fetched if seen.startswith(path)]
+
+
+def start_jwks_server() -> JwksServer:
+    return JwksServer(start_fault_server())
+
+
+def worker_pids(process: subprocess.Popen) -> set[int]:
+    """The gunicorn workers of a `cds-service serve` process (its children; Linux /proc)."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == process.pid:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def pid_serving(client_port: int, server_port: int, pids: set[int]) -> int | None:
+    """Which of `pids` holds the server side of the open TCP connection from 127.0.0.1:
+    `client_port` to `server_port` (Linux /proc; the connection must still be open)."""
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        columns = line.split()
+        if columns[1] == local and columns[2] == remote:
+            inode = columns[9]
+            break
+    if inode is None:
+        return None
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == f"socket:[{inode}]":
+                        return pid
+    return None
