@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from . import __version__
 from .audit import AuditStore, PatientHasher
@@ -39,14 +41,18 @@ class Security:
 
     def fhir_server_allowed(self, url: str) -> bool:
         caller = g.get("caller")
-        return self.trust.fhir_server_allowed(url, caller.issuer if caller else None)
+        try:
+            return self.trust.fhir_server_allowed(url, caller.issuer if caller else None)
+        except ValueError:  # not a parsable URL (e.g. `https://[x`): never allowed
+            return False
 
 
 def json_response(body: object, status: int = 200) -> Response:
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    # A lone UTF-16 surrogate (e.g. from a FHIR server's `\ud800`) cannot be UTF-8 encoded:
+    # written back as its JSON escape, the answer stays valid UTF-8 JSON of the same value.
     return Response(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-        status=status,
-        mimetype="application/json",
+        text.encode("utf-8", "backslashreplace"), status=status, mimetype="application/json"
     )
 
 
@@ -58,30 +64,76 @@ def read_json() -> object:
             f"Content-Type must be application/json, got '{mimetype or 'none'}'",
             "Content-Type",
         )
-    raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH (413 beyond)
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if (
-        limit is not None
-        and request.content_length is None
-        and len(raw) >= limit
-        and request.environ.get("wsgi.input_terminated")
-        and request.environ["wsgi.input"].read(1)
-    ):
-        # A streamed (chunked) body is cut at the limit without a word from Werkzeug: the
-        # byte after it says the body was larger, not malformed.
-        raise RequestEntityTooLarge()
+    try:
+        raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH (413 beyond)
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        if (
+            limit is not None
+            and request.content_length is None
+            and len(raw) >= limit
+            and request.environ.get("wsgi.input_terminated")
+            and request.environ["wsgi.input"].read(1)
+        ):
+            # A streamed (chunked) body is cut at the limit without a word from Werkzeug: the
+            # byte after it says the body was larger, not malformed.
+            raise RequestEntityTooLarge()
+    except (ParseException, OSError, ClientDisconnected):  # broken chunked framing, cut short
+        raise InvalidRequest("The request body could not be read as sent", "body") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("The request body is not valid UTF-8", "body") from None
     try:
-        return json.loads(text)
+        body = json.loads(text, parse_constant=_not_json)
     except RecursionError:
         raise InvalidRequest("The request body is nested too deeply", "body") from None
+    except _NotJson as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON ({exc} is not a JSON number)", "body"
+        ) from None
     except ValueError as exc:
         raise InvalidRequest(
             f"The request body is not valid JSON (line {exc.lineno}, column {exc.colno})", "body"
         ) from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(body):
+        raise InvalidRequest(
+            "The request body has a \\u escape of an unpaired UTF-16 surrogate, which is not "
+            "a Unicode character (RFC 7493)",
+            "body",
+        )
+    return body
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _not_json(constant: str) -> float:
+    """Python reads NaN and Infinity, JSON has no such numbers: a lab value must not be one."""
+    raise _NotJson(constant)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(body: object) -> bool:
+    """Whether a string of the parsed body holds a surrogate that is not half of a pair (only
+    escapes can put one there; a pair is one character by then). Without recursion: the body
+    may be nested as deep as the parser allows."""
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            stack.extend(item.keys())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 @bp.get("/health")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -345,11 +346,12 @@ def _lab_value(lab: Lab, fact: Fact) -> LabResult | str:
     if not isinstance(quantity, dict):
         return f"{fact.reference}: {lab.name} has no numeric value (not interpretable)"
     value, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return f"{fact.reference}: {lab.name} value is not a number (not interpretable)"
+    number = _finite(value)
+    if number is None:
+        return f"{fact.reference}: {lab.name} value is not a finite number (not interpretable)"
     if not isinstance(unit, str) or not unit:
         return f"{fact.reference}: {lab.name} {value} has no unit (not interpretable)"
-    converted = lab.to_canonical(float(value), unit)
+    converted = lab.to_canonical(number, unit)
     if converted is None:
         return f"{fact.reference}: {lab.name} {value} {unit}: unit not interpretable"
     low, high = _reference_range(lab, fact.resource)
@@ -377,9 +379,22 @@ def _bound(lab: Lab, quantity: object) -> float | None:
     if not isinstance(quantity, dict):
         return None
     value, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
-    if not isinstance(value, int | float) or isinstance(value, bool) or not isinstance(unit, str):
+    number = _finite(value)
+    if number is None or not isinstance(unit, str):
         return None
-    return lab.to_canonical(float(value), unit)
+    return lab.to_canonical(number, unit)
+
+
+def _finite(value: object) -> float | None:
+    """A JSON number as a float, or None for a non-number, a boolean, NaN, an infinity, or an
+    integer too large for a float (all valid JSON, none a lab result)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def build_chart(
@@ -484,7 +499,11 @@ def _conditions(resources: list[dict], unreadable: list[str]) -> Iterator[tuple[
 
 def _observations(resources: list[dict], unreadable: list[str]) -> Iterator[Fact]:
     for resource in resources:
-        if resource.get("status") not in COUNTING_OBSERVATION:
+        status = resource.get("status")
+        if not isinstance(status, str):  # a list or object: unhashable, and no status at all
+            unreadable.append(f"{_reference(resource)}: status is not a code (not interpretable)")
+            continue
+        if status not in COUNTING_OBSERVATION:
             continue
         reference = _reference(resource)
         code = resource.get("code")
@@ -496,7 +515,8 @@ def _observations(resources: list[dict], unreadable: list[str]) -> Iterator[Fact
 
 def _medications(resources: list[dict], medications_by_id: dict[str, dict]) -> Iterator[Medication]:
     for resource in resources:
-        if resource.get("status") not in COUNTING_MEDICATION:
+        status = resource.get("status")
+        if not isinstance(status, str) or status not in COUNTING_MEDICATION:
             continue
         yield Medication(
             _reference(resource),

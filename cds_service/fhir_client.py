@@ -135,11 +135,11 @@ class FhirClient:
                 result.error = error
                 return result
             url = self._collect(body, result)
-            if len(result.resources) >= self._settings.fhir_max_entries:
-                del result.resources[self._settings.fhir_max_entries :]
-                result.notes.append(
-                    f"stopped reading after {self._settings.fhir_max_entries} entries"
-                )
+            cap = self._settings.fhir_max_entries
+            # Exactly `cap` entries and no further page is a complete answer, not a cut one.
+            if len(result.resources) > cap or (url and len(result.resources) >= cap):
+                del result.resources[cap:]
+                result.notes.append(f"stopped reading after {cap} entries")
                 break
         return result
 

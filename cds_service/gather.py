@@ -147,12 +147,15 @@ def _fetch(
 
 
 def _resources_of(value: dict, key: str) -> list[dict]:
+    """The resources of a prefetch value. A resource given twice in a Bundle (same type and id)
+    is used once; given twice with different content, the client must say which is true."""
     if value.get("resourceType") != "Bundle":
         return [value]
     entries = value.get("entry") or []
     if not isinstance(entries, list):
         raise InvalidRequest(f"prefetch.{key}.entry must be an array", f"prefetch.{key}.entry")
     resources = []
+    first_of: dict[tuple[str, str], int] = {}  # (type, id) -> entry index of its first copy
     for index, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if resource is None:
@@ -162,6 +165,18 @@ def _resources_of(value: dict, key: str) -> list[dict]:
                 f"prefetch.{key}.entry[{index}].resource is not a FHIR resource",
                 f"prefetch.{key}.entry[{index}].resource",
             )
+        rid = resource.get("id")
+        if isinstance(rid, str):
+            identity = (resource["resourceType"], rid)
+            first = first_of.setdefault(identity, index)
+            if first != index:
+                if entries[first]["resource"] != resource:
+                    raise InvalidRequest(
+                        f"prefetch.{key}: entry[{first}] and entry[{index}] are both "
+                        f"{identity[0]}/{rid} with different content",
+                        f"prefetch.{key}",
+                    )
+                continue  # the same resource again: used once
         if resource["resourceType"] != "OperationOutcome":
             resources.append(resource)
     return resources

@@ -131,7 +131,24 @@ def _describe(error: ValidationError) -> str:
     if error.validator in {"anyOf", "oneOf"} and error.context:
         alternatives = dict.fromkeys(_describe(e) for e in error.context)
         return " or ".join(alternatives)
-    return error.message[:200]
+    limit = error.validator_value
+    bounded = {
+        "maxProperties": f"has more than {limit} fields",
+        "minProperties": f"needs at least {limit} field(s)",
+        "maxItems": f"has more than {limit} items",
+        "minItems": f"needs at least {limit} item(s)",
+        "maxLength": f"is longer than {limit} characters",
+        "minLength": f"needs at least {limit} character(s)",
+        "maximum": f"must be at most {limit}",
+        "minimum": f"must be at least {limit}",
+        "uniqueItems": "has duplicate items",
+    }
+    if error.validator in bounded:
+        return bounded[error.validator]
+    if error.validator in {"required", "additionalProperties", "dependentRequired"}:
+        return error.message[:200]  # these quote field names, never field values
+    # Any other message may quote the instance, which can be patient data: name the rule only.
+    return f"does not satisfy the schema's {error.validator!s} rule"
 
 
 def _dotted(prefix: str, path) -> str:
