@@ -4,6 +4,11 @@ Card files are YAML, one per rule id. Text may quote a finding's values (`{drugs
 paragraphs and suggestions may be switched by the finding's flags (`when:` / `unless:`).
 Suggestion resources use `{patient}` for the patient reference and, in delete actions,
 `for_each_order: true` to remove each draft order the finding named.
+
+At note signing, evidence read from the draft note's text gets a paragraph saying so, and a card
+whose file says `note_findings: evidence` (its own evidence) or `all` (with the cramps that
+triggered it) offers to add what the note says and the record does not code to the problem
+list: a provisional Condition per finding, each offered once per response (on the first card).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from functools import cache
 
 import yaml
 
-from .chart import Chart
+from .chart import Chart, NoteFact
 from .content import content_dir
 from .rules.base import Evidence, Finding
 
@@ -43,7 +48,8 @@ def content() -> Content:
 
 
 def render(findings: list[Finding], trigger: list[Evidence], chart: Chart, hook_instance: str):
-    return [_card(f, trigger, chart, hook_instance) for f in findings]
+    offered: set[str] = set()  # note findings already offered for the problem list
+    return [_card(f, trigger, chart, hook_instance, offered) for f in findings]
 
 
 def _applies(item: dict, flags: frozenset[str]) -> bool:
@@ -52,10 +58,18 @@ def _applies(item: dict, flags: frozenset[str]) -> bool:
     return not ("unless" in item and item["unless"] in flags)
 
 
-def _card(finding: Finding, trigger: list[Evidence], chart: Chart, hook_instance: str) -> dict:
+def _card(
+    finding: Finding,
+    trigger: list[Evidence],
+    chart: Chart,
+    hook_instance: str,
+    offered: set[str] | None = None,
+) -> dict:
     common = content().common
     text = content().cards[finding.rule_id]
     values = dict(finding.values)
+    noted = _noted(finding.evidence, chart)
+    noted_trigger = _noted(trigger, chart)
     summary = next(
         (s["text"] for s in text.get("summaries", []) if _applies(s, finding.flags)),
         text["summary"],
@@ -65,7 +79,7 @@ def _card(finding: Finding, trigger: list[Evidence], chart: Chart, hook_instance
         "uuid": str(card_uuid),
         "summary": fit_summary(summary, values),
         "indicator": finding.indicator,
-        "detail": _detail(text, finding, trigger, chart, values),
+        "detail": _detail(text, finding, trigger, chart, values, bool(noted or noted_trigger)),
         "source": {
             "label": text["source"]["label"],
             "url": text["source"]["url"],
@@ -78,9 +92,13 @@ def _card(finding: Finding, trigger: list[Evidence], chart: Chart, hook_instance
     }
     templates = [s for s in text.get("suggestions") or [] if _applies(s, finding.flags)]
     suggestions = [_suggestion(s, card_uuid, i, chart, finding) for i, s in enumerate(templates)]
+    scope = {"evidence": noted, "all": noted_trigger + noted}.get(text.get("note_findings"), [])
+    to_offer = _to_offer(scope, set() if offered is None else offered)
+    if to_offer:
+        suggestions.append(_problem_list(to_offer, card_uuid, len(templates)))
     if suggestions:
         card["suggestions"] = suggestions
-        card["selectionBehavior"] = text["selectionBehavior"]
+        card["selectionBehavior"] = text.get("selectionBehavior", "any")
     if finding.indicator in {"warning", "critical"}:
         reasons = common["override_reasons"] + (text.get("extra_override_reasons") or [])
         card["overrideReasons"] = [
@@ -109,11 +127,15 @@ def fit_summary(template: str, values: dict) -> str:
     return summary[:MAX_SUMMARY]
 
 
-def _detail(text: dict, finding: Finding, trigger, chart: Chart, values: dict) -> str:
+def _detail(
+    text: dict, finding: Finding, trigger, chart: Chart, values: dict, from_note: bool = False
+) -> str:
     lines = [text["detail"].strip().format_map(values)]
     for paragraph in text.get("paragraphs") or []:
         if _applies(paragraph, finding.flags):
             lines += ["", paragraph["text"].strip().format_map(values)]
+    if from_note:
+        lines += ["", " ".join(content().common["from_note"]["paragraph"].split())]
     lines += ["", "**Evidence found**", ""]
     lines += [f"- {e.markdown()}" for e in [*trigger, *finding.evidence]]
     cannot_read = list(dict.fromkeys([*finding.missing, *chart.unreadable, *chart.gaps]))
@@ -146,6 +168,41 @@ def _suggestion(template: dict, card_uuid: uuid.UUID, index: int, chart: Chart, 
     if "isRecommended" in template:
         suggestion["isRecommended"] = bool(template["isRecommended"])
     return suggestion
+
+
+def _noted(evidence: list[Evidence] | tuple[Evidence, ...], chart: Chart) -> list[NoteFact]:
+    """The draft-note findings a list of evidence quotes, in order, each once."""
+    facts = (chart.note_fact(e.reference) for e in evidence)
+    return list({f.reference: f for f in facts if f is not None}.values())
+
+
+def _to_offer(facts: list[NoteFact], offered: set[str]) -> list[NoteFact]:
+    """The note findings this card may offer for the problem list: current, not coded, with a
+    catalog code, one per concept, and not offered by an earlier card of the response."""
+    chosen: dict[str, NoteFact] = {}
+    for fact in facts:
+        concept = fact.finding.concept if fact.finding else fact.reference
+        if fact.offered and fact.reference not in offered and concept not in chosen:
+            chosen[concept] = fact
+    offered.update(f.reference for f in chosen.values())
+    return list(chosen.values())
+
+
+def _problem_list(facts: list[NoteFact], card_uuid: uuid.UUID, index: int) -> dict:
+    """One suggestion: a provisional Condition for each finding the note reports."""
+    wording = content().common["from_note"]
+    return {
+        "label": wording["suggestion_label"],
+        "uuid": str(uuid.uuid5(card_uuid, f"suggestion-{index}")),
+        "actions": [
+            {
+                "type": "create",
+                "description": wording["action_description"].format(finding=fact.code["text"]),
+                "resource": copy.deepcopy(fact.resource),
+            }
+            for fact in facts
+        ],
+    }
 
 
 def _action(template: dict, chart: Chart) -> dict:

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
 
-from . import fhirdates
+from . import fhirdates, notes
 from .fhircheck import fhir_problem
 from .gather import Gathered
 from .labs import Lab
+from .notes import NoteFinding
+from .services import NOTE_SIGN_HOOK
 from .terminology import Coding, Terminology, ValueSet, codings_of, concept_text, normalise
 
+log = logging.getLogger(__name__)
 Posting = tuple[int, int, Coding]  # (fact position, coding position, coding)
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
 EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
@@ -33,6 +37,15 @@ LOW_INTERPRETATION = {"L", "LL"}
 HIGH_INTERPRETATION = {"H", "HH"}
 DECIDING_INTERPRETATION = LOW_INTERPRETATION | HIGH_INTERPRETATION | {"N"}
 ABSENT_CODES = {"260413007", "absent", "N", "no", "373067005"}  # SNOMED None / No
+CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-category"
+# Note findings the rules may use: current ones; uncertain ones (supporting evidence only); and
+# historical ones, which only the back-pain condition of the cauda equina rule reads.
+USED_NOTE_STATUSES = ("affirmed", "possible", "historical")
+LOCATED_SITES = {"calf", "hamstring", "thigh", "foot", "leg", "back", "buttock"}
+# Characters of quoted note text that markdown would read as formatting, links or HTML.
+MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|~"})
 
 
 def label_of(concept: object, fallback: str) -> str:
@@ -79,6 +92,37 @@ class Fact:
     @property
     def day(self) -> str | None:
         return self.when.date().isoformat() if self.when else None
+
+
+@dataclass(frozen=True)
+class NoteFact(Fact):
+    """A finding read from the draft note's text, standing for the Condition it would be
+    coded as (the resource: provisional, dated today), so that rules use it like a coded one."""
+
+    finding: NoteFinding | None = field(default=None, compare=False)
+    quote: str = ""  # at most notes.QUOTE_LIMIT characters of the note, never more
+    groups: tuple[str, ...] = ()  # the catalog concept groups it counts in
+    coded: bool = False  # the record already codes this concept
+
+    @property
+    def status(self) -> str:
+        return self.finding.status if self.finding else "affirmed"
+
+    def label(self) -> str:
+        where = {
+            "possible": "uncertain in the draft note",
+            "historical": "past history in the draft note",
+        }.get(
+            self.status, "in the draft note" if self.coded else "in the draft note, not yet coded"
+        )
+        return f"{where}: “{self.quote.translate(MARKDOWN_SPECIAL)}”"
+
+    @property
+    def offered(self) -> bool:
+        """Whether a card may offer to add it to the problem list: current, not yet coded, and
+        with a catalog code."""
+        has_code = next(codings_of(self.code), None) is not None
+        return self.status == "affirmed" and not self.coded and has_code
 
 
 @dataclass(frozen=True)
@@ -165,6 +209,9 @@ class Chart:
     gaps: tuple[str, ...]
     read_errors: tuple[str, ...]
     terminology: Terminology = field(repr=False)
+    # What the draft note's text says (note-sign only), every mention with its status.
+    note_findings: tuple[NoteFinding, ...] = ()
+    note_reference: str = "draft note"
     # Resources checked against FHIR R4B when a rule first uses one: reference -> problem.
     _checked: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
     # Per list of facts: (system, normalised code) -> positions of the facts that carry it.
@@ -222,8 +269,105 @@ class Chart:
         ]
 
     def findings_in(self, group: str, within_days: int | None = None) -> list[Match]:
-        """A symptom or problem, whether coded as a Condition or as an Observation finding."""
-        return self.conditions_in(group, within_days) + self.observations_in(group, within_days)
+        """A symptom or problem, whether coded as a Condition or as an Observation finding, or
+        written in the draft note as current (dated now)."""
+        return (
+            self.conditions_in(group, within_days)
+            + self.observations_in(group, within_days)
+            + self.noted_in(group)
+        )
+
+    def noted_in(self, group: str, *statuses: str) -> list[Match]:
+        """Findings of the group read from the draft note, with one of the statuses (default:
+        current, "affirmed"; "possible" ones are supporting evidence only). Dated now."""
+        wanted = statuses or ("affirmed",)
+        value_set = self.terminology.value_sets.get(group)
+        found = []
+        for fact in self.note_facts:
+            if group in fact.groups and fact.status in wanted:
+                coding = value_set.match(fact.code) if value_set else None
+                coding = coding or next(codings_of(fact.code), None) or Coding("", "")
+                found.append(Match(fact, coding))
+        return found
+
+    def note_fact(self, reference: str | None) -> NoteFact | None:
+        return self._note_facts_by_reference.get(reference) if reference else None
+
+    @cached_property
+    def _note_facts_by_reference(self) -> dict[str, NoteFact]:
+        return {fact.reference: fact for fact in self.note_facts}
+
+    @cached_property
+    def note_facts(self) -> tuple[NoteFact, ...]:
+        """One fact per concept, status and side the note mentions (its first mention, or the
+        first that names a body site), for the statuses rules read."""
+        if not self.note_findings:
+            return ()
+        lexicon = notes.lexicon()
+        chosen: dict[tuple, NoteFinding] = {}
+        for finding in self.note_findings:
+            if finding.status not in USED_NOTE_STATUSES:
+                continue
+            key = (finding.concept, finding.status, finding.side)
+            if key not in chosen or (chosen[key].site is None and finding.site is not None):
+                chosen[key] = finding
+        facts, references = [], set()
+        for finding in sorted(chosen.values(), key=lambda f: f.start):
+            concept = lexicon.concepts[finding.concept]
+            reference = f"{self.note_reference}, characters {finding.start}-{finding.end}"
+            if reference in references:
+                reference += f" ({concept.label.lower()})"
+            references.add(reference)
+            facts.append(
+                NoteFact(
+                    reference,
+                    _located(finding, concept.label),
+                    ("recordedDate",),
+                    self._note_condition(finding, concept),
+                    finding=finding,
+                    quote=finding.quote(self.note_text),
+                    groups=concept.groups,
+                    coded=self._coded(finding.concept),
+                )
+            )
+        return tuple(facts)
+
+    def _coded(self, group: str) -> bool:
+        if group not in self.terminology.value_sets:
+            return False
+        return bool(self.conditions_in(group) or self.observations_in(group))
+
+    def _note_condition(self, finding: NoteFinding, concept: notes.Concept) -> dict:
+        """The Condition a note finding would be added to the problem list as."""
+        condition = {
+            "resourceType": "Condition",
+            "clinicalStatus": {"coding": [{"system": CLINICAL_SYSTEM, "code": "active"}]},
+            "verificationStatus": {
+                "coding": [{"system": VERIFICATION_SYSTEM, "code": "provisional"}]
+            },
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": CATEGORY_SYSTEM,
+                            "code": "problem-list-item",
+                            "display": "Problem List Item",
+                        }
+                    ]
+                }
+            ],
+            "code": _located(finding, concept.label),
+            "subject": {"reference": self.patient_reference},
+            "recordedDate": self.now.date().isoformat(),
+            "note": [
+                {"text": f"Read from the draft note at signing: “{finding.quote(self.note_text)}”"}
+            ],
+        }
+        if concept.body_site:
+            condition["bodySite"] = [concept.body_site]
+        elif finding.site in LOCATED_SITES:
+            condition["bodySite"] = [{"text": " ".join(filter(None, (finding.side, finding.site)))}]
+        return condition
 
     def _index(self, facts: tuple[Fact, ...]) -> dict[tuple[str, str], list[Posting]]:
         """(system, normalised code) -> where it is coded: (fact position, coding position,
@@ -422,6 +566,21 @@ def build_chart(
         m.get("id"): m for m in gathered.of_type("Medication") if isinstance(m.get("id"), str)
     }
     gender = patient.get("gender")
+    note = context.get("note")
+    note_text = _note_text(note, unreadable)
+    note_findings: tuple[NoteFinding, ...] = ()
+    if hook == NOTE_SIGN_HOOK and note_text:
+        if len(note_text) > notes.MAX_NOTE_CHARS:
+            unreadable.append(
+                f"the draft note is longer than {notes.MAX_NOTE_CHARS} characters: "
+                "only its beginning was read"
+            )
+        try:
+            note_findings = notes.read_note(note_text)
+        except Exception as error:  # a defect of the reader must not cost the coded data's cards
+            log.error("the note reader failed: %s (note text not logged)", type(error).__name__)
+            unreadable.append("the draft note's text could not be read (not interpretable)")
+    note_id = note.get("id") if isinstance(note, dict) else None
     return Chart(
         hook=hook,
         now=now,
@@ -434,10 +593,12 @@ def build_chart(
         medications=tuple(_medications(mine["MedicationRequest"], medications_by_id)),
         draft_orders=tuple(_orders(context.get("draftOrders"))),
         selections=tuple(s for s in context.get("selections") or () if isinstance(s, str)),
-        note_text=_note_text(context.get("note"), unreadable),
+        note_text=note_text,
         gaps=tuple(gaps),
         read_errors=tuple(unreadable),
         terminology=terminology,
+        note_findings=note_findings,
+        note_reference=f"DocumentReference/{note_id}" if isinstance(note_id, str) else "draft note",
     )
 
 
@@ -570,8 +731,9 @@ def _orders(bundle: object) -> Iterator[Order]:
 def _note_text(note: object, unreadable: list[str]) -> str:
     if not isinstance(note, dict):
         return ""
+    contents = note.get("content")
     parts = []
-    for content in note.get("content") or []:
+    for content in contents if isinstance(contents, list) else []:
         attachment = content.get("attachment") if isinstance(content, dict) else None
         if not isinstance(attachment, dict) or not isinstance(attachment.get("data"), str):
             continue
@@ -582,6 +744,20 @@ def _note_text(note: object, unreadable: list[str]) -> str:
         except (binascii.Error, UnicodeDecodeError):
             unreadable.append("the draft note's text could not be decoded (not interpretable)")
     return "\n".join(parts)
+
+
+def _located(finding: NoteFinding, label: str) -> dict:
+    """The finding's CodeableConcept, its text naming the side and site when the note does."""
+    code = dict(finding.code)
+    text = code.get("text") or label
+    site = finding.site if finding.site and finding.site not in text.lower() else None
+    where = " ".join(filter(None, (finding.side, site)))
+    if finding.site in LOCATED_SITES and where:
+        text = f"{text} ({where})"
+    elif finding.side in {"left", "right", "bilateral"}:
+        text = f"{text} ({finding.side})"
+    code["text"] = text
+    return code
 
 
 def _first_date(resource: dict, fields: tuple[str, ...]) -> datetime | None:

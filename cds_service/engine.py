@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import cards, terminology, validation
+from . import cards, notes, terminology, validation
 from .chart import build_chart
 from .errors import InvalidRequest, Issue
 from .fhir_client import FhirClient
@@ -54,6 +54,7 @@ class Engine:
         self.client = client or FhirClient(settings)
         self.terminology = terminology.load()
         cards.content()  # load and check the card content at start-up, not on first request
+        notes.lexicon()  # and the note reader's terms
 
     def close(self) -> None:
         self.client.close()

@@ -211,6 +211,10 @@ class Case:
         self.conditions = [cramp(name)] if cramps else []
         self.observations = normal_labs(name) if labs else []
         self.meds, self.orders, self.selections = [], [], None
+        self.note_text = None  # note-sign: the draft note's plain text
+
+    def note(self, text: str):
+        self.note_text = text
 
     def dx(self, code, display, days_ago=20, system=ICD, **kwargs):
         cid = f"{self.pid}-c{len(self.conditions)}"
@@ -265,6 +269,8 @@ class Case:
             extra["selections"] = (
                 self.selections or [f"{o['resourceType']}/{o['id']}" for o in self.orders][:1]
             )
+        if self.note_text is not None:
+            extra["note"] = note(self.note_text)
         body = request(
             self.hook, self.pid, self.name, extra, self.conditions, self.observations, self.meds
         )
@@ -715,6 +721,74 @@ def cases() -> list[Case]:
     )
     c.med("apixaban 5 MG Oral Tablet")
     c.order(draft_med(c.pid, "npx", "naproxen 500 MG Oral Tablet", "198013"))
+
+    # --- note signing: what the draft note's text says (issue 6); invented notes
+    note_sign = "dev.crampcds.note-sign"
+    c = case(
+        "note-sign-cramps-in-note-only",
+        "Note signing: cramps only in the note (trigger 4), nothing coded, no labs.",
+        ["cramp-labs-missing"],
+        hook=note_sign,
+        cramps=False,
+        labs=False,
+    )
+    c.note("HPI: pt c/o cramping in both calves at night for 3 wk. No back pain.")
+    c = case(
+        "note-sign-cauda-equina-from-note",
+        "Note signing: back pain with new urinary retention and saddle numbness, all only in the "
+        "note; cramps coded, normal labs.",
+        ["cauda-equina-red-flag"],
+        hook=note_sign,
+    )
+    c.note(
+        "HPI: 47F with low back pain radiating down the left leg for 3 weeks, now with new "
+        "urinary retention since this morning and numbness in the saddle area.\n"
+        "Exam: reduced perianal sensation. Afebrile.\n"
+        "Plan: emergency MRI lumbar spine."
+    )
+    c = case(
+        "note-sign-red-flags-negated",
+        "Note signing: sciatica and calf cramps in the note; red flags denied, past, "
+        "hypothetical or in the family: association and management only.",
+        ["cramp-sciatica-association", "sciatica-management"],
+        hook=note_sign,
+        cramps=False,
+    )
+    c.note(
+        "Subjective: right sciatica for 2 weeks; pt c/o cramps in the right calf at night.\n"
+        "Denies saddle anaesthesia, urinary retention or bowel incontinence. No leg weakness.\n"
+        "PMH: foot drop in 2015, recovered.\n"
+        "Family history: mother with cauda equina syndrome.\n"
+        "Return precautions: return if numbness, weakness or loss of bladder control develops."
+    )
+    c = case(
+        "note-sign-foot-drop-both-sides",
+        "Note signing: coded sciatica; the note says both feet drop: critical motor deficit, and "
+        "a bilateral neurological deficit of the legs, a cauda equina red flag (NICE CKS).",
+        ["cauda-equina-red-flag", "motor-deficit-red-flag"],
+        hook=note_sign,
+    )
+    c.dx("M54.41", "Lumbago with sciatica, right side", 20)
+    c.note("Exam: bilateral foot drop, steppage gait. Bladder and bowel control normal.")
+    c = case(
+        "note-sign-fever-weight-loss",
+        "Note signing: back pain with fever and weight loss written in the note; cramps coded.",
+        ["serious-pathology-red-flag"],
+        hook=note_sign,
+    )
+    c.note(
+        "71M with 6 weeks of low back pain, worse at night, with fevers for a week and "
+        "unintentional weight loss of 8 kg. Denies numbness or incontinence."
+    )
+    c = case(
+        "note-sign-possible-numbness",
+        "Note signing: sciatica and calf cramps in the note, numbness only possible: it "
+        "supports the association (warning) and fires no red flag.",
+        ["cramp-sciatica-association", "sciatica-management"],
+        hook=note_sign,
+        cramps=False,
+    )
+    c.note("Left sciatica; cramps in the left calf. Possible numbness in the left foot.")
     return out
 
 

@@ -327,11 +327,6 @@ def _note(text: str) -> dict:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trigger 4 (cramps mentioned in the draft note) arrives with the note extractor "
-    "of issue 6; until then a cramp only written in the note triggers nothing",
-)
 def test_a_signed_note_that_reports_cramps_triggers_the_rules(client):
     def cramps_only_in_the_note(request):
         conditions_bundle(request).clear()

@@ -17,12 +17,14 @@ PEPTIC_LOOKBACK_DAYS = 365
 
 def cramp_sciatica_association(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
     """Active sciatica and no critical card: sciatica may contribute to the cramps."""
-    sciatica = chart.conditions_in("SCIATICA")
+    sciatica = chart.conditions_in("SCIATICA") + chart.noted_in("SCIATICA")
     if not sciatica or any(f.indicator == "critical" for f in prior.values()):
         return None
     evidence = evidence_of("Sciatica", sciatica)
     site = sciatic_path_site(chart)
     nerve = evidence_of("Nerve symptom", chart.findings_in("NERVE_SYMPTOM"))
+    # "Possible numbness" in the note: a supporting feature is supporting evidence by nature.
+    nerve += evidence_of("Nerve symptom", chart.noted_in("NERVE_SYMPTOM", "possible"))
     evidence += site + nerve
     other_causes = [prior[rule] for rule in OTHER_CAUSE_RULES if rule in prior]
     both_features = bool(site) and bool(nerve)

@@ -17,13 +17,33 @@ SADDLE_SYMPTOM_WORDS = ("numb", "anaesthe", "anesthe", "loss of sensation", "sen
 
 
 def back_conditions(chart: Chart) -> list[Match]:
-    return chart.conditions_in("SCIATICA") + chart.conditions_in("LOW_BACK_PAIN")
+    """Active sciatica or low back pain: coded, or current in the draft note."""
+    return (
+        chart.conditions_in("SCIATICA")
+        + chart.conditions_in("LOW_BACK_PAIN")
+        + chart.noted_in("SCIATICA")
+        + chart.noted_in("LOW_BACK_PAIN")
+    )
+
+
+def uncertain_in_note(chart: Chart, *groups: str) -> list[Evidence]:
+    """Mentions the draft note makes uncertain ("possible numbness"): supporting evidence on a
+    card that fired for other reasons, never a reason to fire."""
+    return [
+        e for group in groups for e in evidence_of("Supporting", chart.noted_in(group, "possible"))
+    ]
 
 
 def cauda_equina_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
     """CAUDA_EQUINA; or back pain or sciatica with new bladder/bowel, saddle or bilateral signs."""
     evidence = evidence_of("Cauda equina syndrome recorded", chart.findings_in("CAUDA_EQUINA"))
-    back = back_conditions(chart)
+    # A past history of back pain or sciatica in the note counts here (not for other rules):
+    # with new bladder, saddle or bilateral signs it is a reason to act, not to wait.
+    back = (
+        back_conditions(chart)
+        + chart.noted_in("SCIATICA", "historical")
+        + chart.noted_in("LOW_BACK_PAIN", "historical")
+    )
     if back:
         new_signs = evidence_of(
             "New bladder or bowel change", chart.findings_in("BLADDER_BOWEL", NEW_SYMPTOM_DAYS)
@@ -34,6 +54,9 @@ def cauda_equina_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding
             evidence += evidence_of("Back pain or sciatica", back) + new_signs
     if not evidence:
         return None
+    evidence += uncertain_in_note(
+        chart, "CAUDA_EQUINA", "BLADDER_BOWEL", "SADDLE_ANAESTHESIA", "BILATERAL_SCIATICA"
+    )
     return Finding("cauda-equina-red-flag", "critical", tuple(evidence))
 
 
@@ -60,7 +83,8 @@ def saddle_anaesthesia(chart: Chart, within_days: int) -> list[Evidence]:
         for m in chart.findings_in("SENSORY_LOSS")
         if any(sites.match(site) or sites.match_name(site) for site in m.fact.body_sites)
     ]
-    found, seen = [], set()
+    found = evidence_of("Saddle anaesthesia", chart.noted_in("SADDLE_ANAESTHESIA"))
+    seen = set()
     for fact in described + coded:
         if fact.reference in seen or fact.when is None or fact.when < since:
             continue
@@ -73,16 +97,26 @@ def saddle_anaesthesia(chart: Chart, within_days: int) -> list[Evidence]:
 
 
 def bilateral_sciatica(chart: Chart, within_days: int) -> list[Evidence]:
-    """G57.03, or right and left sciatica both active with the second side new."""
+    """G57.03, or right and left sciatica both active with the second side new; or bilateral
+    leg symptoms, or sciatica on each side, in the draft note."""
     found = evidence_of(
         "Bilateral sciatica", chart.conditions_in("BILATERAL_SCIATICA", within_days)
     )
-    right, left = chart.conditions_in("SCIATICA_RIGHT"), chart.conditions_in("SCIATICA_LEFT")
+    found += evidence_of("Bilateral leg symptoms", chart.noted_in("BILATERAL_SCIATICA"))
+    noted = chart.noted_in("SCIATICA")
+    right = chart.conditions_in("SCIATICA_RIGHT") + [m for m in noted if _side(m) == "right"]
+    left = chart.conditions_in("SCIATICA_LEFT") + [m for m in noted if _side(m) == "left"]
     if right and left:
         first_right, first_left = _earliest(right), _earliest(left)
         if first_right and first_left and max(first_right, first_left) >= chart.since(within_days):
             found += evidence_of("Sciatica on both sides", right + left)
     return found
+
+
+def _side(match: Match) -> str | None:
+    """The side a draft-note finding names (None for coded facts)."""
+    finding = getattr(match.fact, "finding", None)
+    return finding.side if finding is not None else None
 
 
 def _earliest(matches: list[Match]):
@@ -92,7 +126,7 @@ def _earliest(matches: list[Match]):
 
 def motor_deficit_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
     """Sciatica with foot drop or muscle weakness within 30 days (critical if both feet)."""
-    sciatica = chart.conditions_in("SCIATICA")
+    sciatica = chart.conditions_in("SCIATICA") + chart.noted_in("SCIATICA")
     if not sciatica:
         return None
     deficit = evidence_of("Foot drop", chart.findings_in("FOOT_DROP", MOTOR_DEFICIT_DAYS))
@@ -101,12 +135,16 @@ def motor_deficit_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Findin
     )
     if not deficit:
         return None
-    bilateral = bool(chart.conditions_in("FOOT_DROP_RIGHT")) and bool(
-        chart.conditions_in("FOOT_DROP_LEFT")
+    noted_sides = {_side(m) for m in chart.noted_in("FOOT_DROP")}
+    right = bool(chart.conditions_in("FOOT_DROP_RIGHT")) or bool(
+        {"right", "bilateral"} & noted_sides
     )
+    left = bool(chart.conditions_in("FOOT_DROP_LEFT")) or bool({"left", "bilateral"} & noted_sides)
+    bilateral = right and left
     evidence = evidence_of("Sciatica", sciatica) + deficit
     if bilateral:
-        evidence.append(Evidence("Foot drop on both sides (M21.371 and M21.372 active)"))
+        evidence.append(Evidence("Foot drop on both sides"))
+    evidence += uncertain_in_note(chart, "FOOT_DROP", "MUSCLE_WEAKNESS")
     return Finding(
         "motor-deficit-red-flag",
         "critical" if bilateral else "warning",
@@ -124,7 +162,9 @@ def serious_pathology_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Fi
         "cancer history": evidence_of("Cancer", chart.conditions_in("CANCER_HISTORY")),
         "weight loss": evidence_of(
             "Weight loss",
-            chart.conditions_in("WEIGHT_LOSS") + chart.observations_in("WEIGHT_LOSS", 365),
+            chart.conditions_in("WEIGHT_LOSS")
+            + chart.observations_in("WEIGHT_LOSS", 365)
+            + chart.noted_in("WEIGHT_LOSS"),
         )
         + measured_weight_loss(chart),
         "fever": evidence_of("Fever", chart.findings_in("FEVER", FEVER_DAYS))
@@ -146,6 +186,7 @@ def serious_pathology_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Fi
         evidence += items
     if chart.age is not None and chart.age > OLDER_THAN:
         evidence.append(Evidence(f"Supporting: age {chart.age} (over {OLDER_THAN})"))
+    evidence += uncertain_in_note(chart, "FEVER", "WEIGHT_LOSS")
     infection_or_cancer = found.keys() & {
         "cancer history",
         "weight loss",

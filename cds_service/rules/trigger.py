@@ -11,9 +11,12 @@ OBSERVATION_LOOKBACK_DAYS = 30
 
 
 def cramp_reports(chart: Chart) -> list[Match]:
-    """Cramp conditions dated within 90 days and cramp findings within 30 days, not negated."""
-    return chart.conditions_in(CRAMP, CONDITION_LOOKBACK_DAYS) + chart.observations_in(
-        CRAMP, OBSERVATION_LOOKBACK_DAYS
+    """Cramp conditions dated within 90 days, cramp findings within 30 days, not negated, and
+    current cramps written in the draft note at note signing (trigger 4)."""
+    return (
+        chart.conditions_in(CRAMP, CONDITION_LOOKBACK_DAYS)
+        + chart.observations_in(CRAMP, OBSERVATION_LOOKBACK_DAYS)
+        + chart.noted_in(CRAMP)
     )
 
 
