@@ -8,6 +8,7 @@ import logging
 from flask import Flask
 from flask_cors import CORS
 
+from . import console
 from .api import Security, bp
 from .audit import AuditStore, PatientHasher
 from .auth import Authenticator, KeySource, SqliteReplayStore
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_age=600,
     )
     app.register_blueprint(bp)
+    console.init_app(app, settings)  # /console, when the settings turn it on
     return app
 
 

@@ -36,6 +36,12 @@ class Settings:
     jwks_min_refresh_s: float = 30.0
     cors_origins: tuple[str, ...] = ("*",)
     log_hash_key: str | None = None
+    # The review console (/console): None means on only when authentication is off.
+    console_enabled: bool | None = None
+
+    @property
+    def console_active(self) -> bool:
+        return (not self.auth_enabled) if self.console_enabled is None else self.console_enabled
 
     @property
     def feedback_db_path(self) -> Path:
@@ -75,6 +81,7 @@ class Settings:
                 o.strip() for o in env.get("CDS_CORS_ORIGINS", "*").split(",") if o.strip()
             ),
             "log_hash_key": env.get("CDS_LOG_HASH_KEY") or None,
+            "console_enabled": _bool(env, "CDS_CONSOLE", None),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -106,7 +113,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+def _bool(env: Mapping[str, str], name: str, default: bool | None) -> bool | None:
     raw = env.get(name)
     if raw is None or raw == "":
         return default

@@ -1,0 +1,314 @@
+"""The review console: a web page, served by the service itself, for clinical informaticists.
+
+`/console` runs any example (or a pasted or uploaded hook request or patient Bundle) through
+the service's own CDS endpoint from the browser and shows the cards as an EHR would; accepting
+a suggestion or overriding a card sends real CDS Hooks feedback. `/console/analytics` counts,
+per rule, the cards shown, accepted and overridden; `/console/rules` lists every rule with the
+concept groups and sources it runs on.
+
+Server-rendered (Jinja) with a little plain JavaScript and CSS shipped in the package: no CDN,
+no build step. Pages carry a strict Content-Security-Policy (scripts and styles from the
+service only). The console is on only when the settings say so (`Settings.console_active`);
+when off, its routes do not exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from datetime import UTC, date, datetime, timedelta
+
+from flask import Blueprint, Flask, Response, current_app, render_template, request
+
+from .. import __version__, analytics
+from ..api import json_response, read_json
+from ..errors import InvalidRequest
+from ..rules import RULE_IDS
+from ..services import SERVICES, find_service
+from ..settings import Settings
+from . import catalog, examples
+from .markdown import render as render_markdown
+from .markdown import safe_url
+
+log = logging.getLogger("cds_service")
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+DEFAULT_DAYS = 30
+INDICATORS = ("critical", "warning", "info")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Serve the console if the settings turn it on (by default: only with auth off)."""
+    if not settings.console_active:
+        return
+    app.register_blueprint(bp)
+    if settings.auth_enabled:
+        log.warning(
+            json.dumps(
+                {
+                    "event": "console_with_auth",
+                    "note": "CDS_CONSOLE=on with authentication on: the console's pages and "
+                    "calls need a client JWT like every other endpoint",
+                }
+            )
+        )
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+bp.add_app_template_filter(render_markdown, "markdown")
+bp.add_app_template_global(safe_url, "safe_url")
+
+
+@bp.app_template_global()
+def console_static(filename: str) -> str:
+    from flask import url_for
+
+    return url_for("console.static", filename=filename, v=__version__)
+
+
+def _settings() -> Settings:
+    return current_app.config["CDS_SETTINGS"]
+
+
+# ---------------------------------------------------------------------------------- review
+
+
+@bp.get("/")
+def index():
+    found = examples.examples()
+    groups = [
+        (label, [e for e in found.values() if e.group == group]) for group, label in examples.GROUPS
+    ]
+    settings = _settings()
+    return render_template(
+        "console/index.html",
+        page="review",
+        services=SERVICES,
+        groups=[(label, items) for label, items in groups if items],
+        examples_root=examples.examples_root(),
+        fixed_now=settings.fixed_now.isoformat() if settings.fixed_now else None,
+    )
+
+
+@bp.get("/examples/<group>/<name>")
+def example(group: str, name: str):
+    found = examples.examples().get(f"{group}/{name}")
+    if found is None:
+        raise InvalidRequest(f"No example '{group}/{name}'", "example")
+    fixed = _settings().fixed_now
+    note = None
+    if found.now and (fixed is None or fixed.isoformat() != _iso(found.now)):
+        note = (
+            f"This example is dated for {found.now}; the service evaluates as of "
+            f"{fixed.isoformat() if fixed else 'the current time'}, so its cards may differ "
+            f"from the expected ones. Start the service with CDS_FIXED_NOW={found.now} to see "
+            "them as the tests do."
+        )
+    return json_response(
+        {
+            "key": found.key,
+            "request": found.request(),
+            "expected": {
+                "description": found.description,
+                "service": found.service,
+                "now": found.now,
+                "rule_ids": list(found.rule_ids),
+            },
+            "clockNote": note,
+        }
+    )
+
+
+@bp.post("/wrap")
+def wrap():
+    """A hook request for the chosen service made from a patient Bundle."""
+    body = read_json()
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object", "body")
+    service = find_service(str(body.get("service")))
+    try:
+        return json_response(examples.request_from_bundle(body.get("bundle"), service))
+    except examples.NotAPatientBundle as problem:
+        raise InvalidRequest(str(problem), "bundle") from None
+
+
+@bp.post("/render")
+def render_cards():
+    """The cards of a CDS response (or the issues of an OperationOutcome) as HTML."""
+    body = read_json()
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object", "body")
+    service = find_service(str(body.get("service")))
+    answer = body.get("response")
+    status = body.get("status") if isinstance(body.get("status"), int) else 200
+    expected = body.get("expected")
+    cards = answer.get("cards") if isinstance(answer, dict) else None
+    issues = None
+    if isinstance(answer, dict) and answer.get("resourceType") == "OperationOutcome":
+        issues = [i for i in answer.get("issue") or [] if isinstance(i, dict)]
+    elif not isinstance(cards, list):
+        issues = [{"diagnostics": "The service's answer holds no cards list"}]
+    shown = [c for c in cards or [] if isinstance(c, dict)]
+    fired = [_topic(c) for c in shown]
+    comparison = None
+    if isinstance(expected, list) and issues is None:
+        wanted = [str(r) for r in expected]
+        comparison = {
+            "matches": fired == wanted,
+            "missing": [r for r in wanted if r not in fired],
+            "extra": [r for r in fired if r not in wanted],
+            "expected": wanted,
+        }
+    return render_template(
+        "console/cards.html",
+        service=service,
+        cards=shown,
+        status=status,
+        issues=issues,
+        comparison=comparison,
+        topic=_topic,
+    )
+
+
+def _topic(card: dict) -> str:
+    source = card.get("source") if isinstance(card.get("source"), dict) else {}
+    topic = source.get("topic") if isinstance(source.get("topic"), dict) else {}
+    return str(topic.get("code", ""))
+
+
+def _iso(text: str) -> str:
+    from .. import fhirdates
+
+    moment = fhirdates.parse(text)
+    return moment.isoformat() if moment else text
+
+
+# ---------------------------------------------------------------------------------- rules
+
+
+@bp.get("/rules")
+def rules():
+    return render_template("console/rules.html", page="rules", catalog=catalog.catalog())
+
+
+# ---------------------------------------------------------------------------------- analytics
+
+
+def _period() -> tuple[analytics.Period, str | None]:
+    """The period asked for (default: the last 30 days), and what was wrong with the ask."""
+    today = datetime.now(UTC).date()
+    default = analytics.Period(today - timedelta(days=DEFAULT_DAYS - 1), today)
+    try:
+        start = date.fromisoformat(request.args.get("from") or default.start.isoformat())
+        end = date.fromisoformat(request.args.get("to") or default.end.isoformat())
+        return analytics.Period(start, end), None
+    except ValueError:
+        return default, (
+            "The period must be two dates (YYYY-MM-DD), the first not after the second; "
+            f"showing the last {DEFAULT_DAYS} days instead."
+        )
+
+
+def _activity(period: analytics.Period) -> list[analytics.RuleActivity]:
+    current_app.extensions["cds_security"].audit.flush()  # this process's queued rows
+    settings = _settings()
+    return analytics.rule_activity(
+        settings.audit_db_path, settings.feedback_db_path, period, RULE_IDS
+    )
+
+
+def _reason_label(reason: tuple[str | None, str | None], displays: dict) -> str:
+    system, code = reason
+    if code is None:
+        return "(no reason given)"
+    return displays.get((system, code)) or code
+
+
+@bp.get("/analytics")
+def analytics_page():
+    period, problem = _period()
+    rows = _activity(period)
+    displays = catalog.reason_displays()
+    top = max([max(r.fired, r.accepted, r.overridden) for r in rows] + [1])
+    return render_template(
+        "console/analytics.html",
+        page="analytics",
+        period=period,
+        problem=problem,
+        rows=rows,
+        top=top,
+        reason_label=lambda reason: _reason_label(reason, displays),
+        unknown=analytics.UNKNOWN_CARD,
+        indicators=INDICATORS,
+    ), (400 if problem else 200)
+
+
+@bp.get("/analytics.csv")
+def analytics_csv():
+    period, problem = _period()
+    if problem:
+        raise InvalidRequest(problem, "from")
+    rows = _activity(period)
+    displays = catalog.reason_displays()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(
+        [
+            "rule_id",
+            "fired",
+            *(f"fired_{i}" for i in INDICATORS),
+            "accepted",
+            "overridden",
+            "override_reasons",
+            "from",
+            "to",
+        ]
+    )
+    for row in rows:
+        reasons = "; ".join(
+            f"{_reason_label(reason, displays)} ({reason[1] or '-'}): {count}"
+            for reason, count in sorted(row.reasons.items(), key=lambda kv: -kv[1])
+        )
+        writer.writerow(
+            [
+                _cell(row.rule_id or "(card not in the audit trail)"),
+                row.fired,
+                *(row.indicators.get(i, 0) for i in INDICATORS),
+                row.accepted,
+                row.overridden,
+                _cell(reasons),
+                period.start.isoformat(),
+                period.end.isoformat(),
+            ]
+        )
+    name = f"cds-feedback-analytics-{period.start.isoformat()}-{period.end.isoformat()}.csv"
+    return Response(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def _cell(text: str) -> str:
+    """A cell a spreadsheet will not run as a formula (reason codes come from clients)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
