@@ -74,6 +74,7 @@ def _security(settings: Settings) -> Security:
             KeySource(trust, settings.jwks_ttl_s, settings.jwks_min_refresh_s),
             SqliteReplayStore(settings.replay_db_path),
             settings.jwt_leeway_s,
+            settings.jwt_max_lifetime_s,
         )
     return Security(
         enabled=settings.auth_enabled,

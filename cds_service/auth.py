@@ -11,6 +11,7 @@ the reason goes to the log, never the token.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -146,11 +147,8 @@ class KeySource:
                     raise ValueError(f"HTTP {response.status_code}")
                 keys = _parse_jwks(response.json())
             except (requests.RequestException, ValueError) as exc:
-                log.warning(
-                    '{"event": "jwks_fetch_failed", "url": "%s", "error": "%s"}',
-                    url,
-                    type(exc).__name__,
-                )
+                event = {"event": "jwks_fetch_failed", "url": url, "error": type(exc).__name__}
+                log.warning(json.dumps(event))
                 return cached[1] if cached else {}
             self._cache[url] = (now, keys)
             return keys
@@ -164,13 +162,21 @@ def _parse_jwks(document: object) -> dict[str, jwt.PyJWK]:
         try:
             keys[str(entry["kid"])] = jwt.PyJWK(entry)
         except (jwt.PyJWKError, ValueError, TypeError, KeyError):
-            log.warning('{"event": "jwks_key_skipped", "kid": "%s"}', str(entry.get("kid"))[:64])
+            log.warning(json.dumps({"event": "jwks_key_skipped", "kid": str(entry["kid"])[:64]}))
     return keys
 
 
 class Authenticator:
-    def __init__(self, trust: TrustConfig, keys: KeySource, replay: ReplayStore, leeway_s: float):
+    def __init__(
+        self,
+        trust: TrustConfig,
+        keys: KeySource,
+        replay: ReplayStore,
+        leeway_s: float,
+        max_lifetime_s: float = 3600.0,
+    ):
         self.trust, self._keys, self._replay, self._leeway = trust, keys, replay, leeway_s
+        self._max_lifetime = max_lifetime_s
 
     def verify(self, authorization: str | None, audience: str) -> Caller:
         token = _bearer(authorization)
@@ -211,6 +217,10 @@ class Authenticator:
             raise Unauthorized(f"token rejected: {type(exc).__name__}") from None
         if claims["iat"] > time.time() + self._leeway:
             raise Unauthorized("iat in the future")
+        # A token good for days could be replayed for days once its jti row is gone; EHRs sign
+        # each call with a lifetime of minutes.
+        if claims["exp"] - claims["iat"] > self._max_lifetime:
+            raise Unauthorized(f"lifetime over {self._max_lifetime:g} s")
         tenant = claims.get("tenant")
         if issuer.tenants and (not isinstance(tenant, str) or tenant not in issuer.tenants):
             raise Unauthorized(f"tenant not allowed for {issuer.iss}")

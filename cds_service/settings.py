@@ -32,6 +32,7 @@ class Settings:
     trust_config: Path | None = None
     public_base_url: str | None = None
     jwt_leeway_s: float = 30.0
+    jwt_max_lifetime_s: float = 3600.0
     jwks_ttl_s: float = 300.0
     jwks_min_refresh_s: float = 30.0
     cors_origins: tuple[str, ...] = ("*",)
@@ -75,6 +76,7 @@ class Settings:
             "trust_config": Path(env["CDS_TRUST_CONFIG"]) if env.get("CDS_TRUST_CONFIG") else None,
             "public_base_url": (env.get("CDS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
             "jwt_leeway_s": _float(env, "CDS_JWT_LEEWAY_S", 30.0),
+            "jwt_max_lifetime_s": _float(env, "CDS_JWT_MAX_LIFETIME_S", 3600.0),
             "jwks_ttl_s": _float(env, "CDS_JWKS_TTL_S", 300.0),
             "jwks_min_refresh_s": _float(env, "CDS_JWKS_MIN_REFRESH_S", 30.0),
             "cors_origins": tuple(

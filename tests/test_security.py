@@ -491,6 +491,11 @@ REFUSALS = [
     ),
     pytest.param(lambda w, a: _ec(w, a, jti=DROP), r"MissingRequiredClaimError", id="no-jti"),
     pytest.param(
+        lambda w, a: _ec(w, a, exp=int(time.time()) + 86_400),
+        r"lifetime over 3600 s",
+        id="good-for-a-day",
+    ),
+    pytest.param(
         lambda w, a: _tenant(w, a, tenant="west"), r"tenant not allowed", id="wrong-tenant"
     ),
     pytest.param(lambda w, a: _tenant(w, a), r"tenant not allowed", id="missing-tenant"),
