@@ -407,8 +407,13 @@ class Chart:
             value_set = self.terminology[group]
             index = self._index(facts)
             postings: list[Posting] = []
-            for key in value_set.exact:
-                postings += index.get(key, ())
+            if len(value_set.exact) < len(index):  # walk the smaller side: groups list
+                for key in value_set.exact:  # tens to hundreds of codes, records one to
+                    postings += index.get(key, ())  # thousands of distinct ones
+            else:
+                for key, found in index.items():
+                    if key in value_set.exact:
+                        postings += found
             for key, word in value_set.unverified.items():
                 postings += [
                     p
