@@ -41,6 +41,8 @@ class Period:
     def __post_init__(self) -> None:
         if self.end < self.start:
             raise ValueError("the period ends before it starts")
+        if self.end >= date.max:  # its end bound, the day after, is beyond the calendar
+            raise ValueError("the period ends on the last day there is")
 
     @property
     def bounds(self) -> tuple[str, str]:

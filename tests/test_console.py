@@ -169,6 +169,24 @@ def test_an_error_answer_is_rendered_as_its_issues(service):
     assert "hookInstance" in rendered.text
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"cards": [{"detail": 5}]},
+        {"cards": [{"overrideReasons": 5}]},
+        {"cards": [{"suggestions": 5}]},
+        {"cards": [{"links": 5}]},
+        {"cards": [{"suggestions": [{"actions": 5}]}]},
+        {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "x", "expression": 5}]},
+        {"resourceType": "OperationOutcome", "issue": 5},
+    ],
+    ids=["detail", "overrideReasons", "suggestions", "links", "actions", "expression", "issue"],
+)
+def test_a_misshapen_answer_is_rendered_without_the_misshapen_part(service, answer):
+    rendered = post(service, "/console/render", {"service": PV, "response": answer})
+    assert rendered.status_code == 200, rendered.text
+
+
 def test_an_unknown_example_is_a_400_not_a_file_read(service):
     for key in ("scenarios/nope", "scenarios/..%2F..%2Fpyproject", "other/cramps-only"):
         response = get(service, f"/console/examples/{key}")
@@ -314,6 +332,9 @@ def test_a_bundle_that_cannot_be_a_request_says_why(service):
     answer = post(service, "/console/wrap", {"bundle": no_patient, "service": PV})
     assert answer.status_code == 400
     assert "exactly one Patient" in answer.json()["issue"][0]["diagnostics"]
+    not_a_list = {"resourceType": "Bundle", "entry": 5}
+    answer = post(service, "/console/wrap", {"bundle": not_a_list, "service": PV})
+    assert answer.status_code == 400 and "entry must be an array" in answer.text
     with pytest.raises(NotAPatientBundle, match="draft orders"):
         request_from_bundle(
             bundle_of("cauda-equina-coded"), find_service("cramp-sciatica-order-sign")
@@ -385,7 +406,13 @@ def test_analytics_count_the_feedback_sent_for_the_cards_shown(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "query", ["from=2026-13-01&to=2026-12-01", "from=2026-11-20&to=2026-11-19", "from=x"]
+    "query",
+    [
+        "from=2026-13-01&to=2026-12-01",
+        "from=2026-11-20&to=2026-11-19",
+        "from=x",
+        "to=9999-12-31",  # a real date whose next day is beyond the calendar
+    ],
 )
 def test_a_bad_period_is_refused(service, query):
     exported = get(service, f"/console/analytics.csv?{query}")

@@ -165,10 +165,10 @@ def render_cards():
     cards = answer.get("cards") if isinstance(answer, dict) else None
     issues = None
     if isinstance(answer, dict) and answer.get("resourceType") == "OperationOutcome":
-        issues = [i for i in answer.get("issue") or [] if isinstance(i, dict)]
+        issues = [_issue(i) for i in _dicts(answer.get("issue"))]
     elif not isinstance(cards, list):
         issues = [{"diagnostics": "The service's answer holds no cards list"}]
-    shown = [c for c in cards or [] if isinstance(c, dict)]
+    shown = [_card(c) for c in _dicts(cards)]
     fired = [_topic(c) for c in shown]
     comparison = None
     if isinstance(expected, list) and issues is None:
@@ -188,6 +188,32 @@ def render_cards():
         comparison=comparison,
         topic=_topic,
     )
+
+
+def _dicts(value: object) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _card(card: dict) -> dict:
+    """The card with every field the page walks in the shape the template expects (the answer
+    comes from the browser, so it may be anything): what has another shape is left out."""
+    shown = dict(card)
+    shown["detail"] = card["detail"] if isinstance(card.get("detail"), str) else None
+    shown["source"] = card["source"] if isinstance(card.get("source"), dict) else None
+    shown["suggestions"] = [
+        {**s, "actions": _dicts(s.get("actions"))} for s in _dicts(card.get("suggestions"))
+    ]
+    shown["links"] = _dicts(card.get("links"))
+    shown["overrideReasons"] = _dicts(card.get("overrideReasons"))
+    return shown
+
+
+def _issue(issue: dict) -> dict:
+    expression = issue.get("expression")
+    if isinstance(expression, list):
+        expression = ", ".join(str(e) for e in expression)
+    text = {k: v for k, v in issue.items() if k in {"diagnostics", "code"} and isinstance(v, str)}
+    return {**text, "expression": expression if isinstance(expression, str) else None}
 
 
 def _topic(card: dict) -> str:

@@ -108,7 +108,10 @@ def request_from_bundle(bundle: object, service: Service) -> dict:
     """
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise NotAPatientBundle("This is not a FHIR Bundle (resourceType must be 'Bundle')")
-    entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict)]
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise NotAPatientBundle("The Bundle's entry must be an array")
+    entries = [e for e in raw_entries if isinstance(e, dict)]
     resources = [e["resource"] for e in entries if isinstance(e.get("resource"), dict)]
     patients = [
         (e.get("fullUrl"), e["resource"])
