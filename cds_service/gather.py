@@ -172,8 +172,9 @@ def _resources_of(value: dict, key: str) -> list[dict]:
             if first != index:
                 if entries[first]["resource"] != resource:
                     raise InvalidRequest(
-                        f"prefetch.{key}: entry[{first}] and entry[{index}] are both "
-                        f"{identity[0]}/{rid} with different content",
+                        # Entries by position, not the resource id, which may be an MRN.
+                        f"prefetch.{key}: entry[{first}] and entry[{index}] are the same "
+                        f"{identity[0]} (same id) with different content",
                         f"prefetch.{key}",
                     )
                 continue  # the same resource again: used once

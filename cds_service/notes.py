@@ -54,6 +54,8 @@ NUMBER_RE = re.compile(r"\d+(?:\.\d+)?(?:/\d+)?$")
 SPLIT_RE = re.compile(r"[.!?]+(?=\s|$)|;")
 HEADER_RE = re.compile(r"[ \t]*(?:[-*•][ \t]*)?([A-Za-z][A-Za-z0-9 /&'’()\-]{0,50}?)[ \t]*:")
 NO_SPLIT = {"dr", "vs", "e.g", "i.e", "eg", "ie", "approx", "mr", "mrs", "ms", "st", "fig"}
+# One more than the longest: a longer word seen through the window is no abbreviation either.
+_NO_SPLIT_LOOKBACK = max(map(len, NO_SPLIT)) + 1
 BREAKS_BACKWARD = {",", ";", "and"}  # a backward trigger's scope ends at these words
 CLAUSE_ENDS = {",", ";", ":", "(", ")"}  # a body site is looked for within the clause
 
@@ -477,7 +479,9 @@ def _split(text: str, lo: int, hi: int) -> Iterator[tuple[int, int]]:
     start = lo
     for match in SPLIT_RE.finditer(text, lo, hi):
         if match.group() != ";":
-            word = re.search(r"([A-Za-z.]+)$", text[start : match.start()])
+            # A bounded look back: a run of "Dr. Dr. ..." must not make the split quadratic.
+            window = text[max(start, match.start() - _NO_SPLIT_LOOKBACK) : match.start()]
+            word = re.search(r"([A-Za-z.]+)$", window)
             if word and word.group(1).lower() in NO_SPLIT:
                 continue
         end = match.end() if "?" in match.group() else match.start()

@@ -375,8 +375,9 @@ def test_a_quote_is_short_and_on_one_line_even_in_a_long_sentence():
         "? " * 50000,
         "a" * 200_000,
         "Family history:\n" + "mother\n" * 20000,
+        "Dr. " * 25000,  # an abbreviation run: each one looks back for the word before it
     ],
-    ids=["negations", "targets", "question-marks", "one-word", "lines"],
+    ids=["negations", "targets", "question-marks", "one-word", "lines", "abbreviations"],
 )
 def test_a_huge_or_odd_note_is_read_in_bounded_time(note):
     started = time.monotonic()
