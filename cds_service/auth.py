@@ -103,7 +103,8 @@ class KeySource:
         self._cache: dict[str, tuple[float, dict[str, jwt.PyJWK]]] = {}
         self._last_fetch: dict[str, float] = {}
         self._inline: dict[str, dict[str, jwt.PyJWK]] = {}  # parsed once per issuer
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _fetching only
+        self._fetching: dict[str, threading.Lock] = {}  # one fetch at a time per JWKS URL
         self._http = requests.Session()
         self._http.trust_env = False
 
@@ -130,7 +131,14 @@ class KeySource:
         return keys[kid]
 
     def _remote(self, url: str, refresh: bool) -> dict[str, jwt.PyJWK]:
+        cached = self._cache.get(url)
+        if cached is not None and not refresh and time.monotonic() - cached[0] < self._ttl:
+            return cached[1]  # the common case takes no lock
         with self._lock:
+            url_lock = self._fetching.setdefault(url, threading.Lock())
+        # A slow JWKS URL holds up only the tokens that need it; threads asking for the same
+        # URL meanwhile wait, then find the fresh keys (or the rate limit) without a fetch.
+        with url_lock:
             now = time.monotonic()
             cached = self._cache.get(url)
             fresh = cached is not None and now - cached[0] < self._ttl

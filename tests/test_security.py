@@ -1021,3 +1021,43 @@ def test_logs_hold_ids_and_timings_never_tokens_or_patient_ids(svc, world):
             signature = secret.rsplit(".", 1)[-1]
             if secret.count(".") == 2 and len(signature) >= 40:  # a JWT's signature alone too
                 assert signature not in text
+
+
+# ---------------------------------------------------------------- a slow JWKS URL
+
+
+def test_a_slow_jwks_url_holds_up_only_the_tokens_that_need_it():
+    """In one worker, a JWKS fetch that hangs must not stall tokens of another issuer whose
+    keys are cached; tokens needing the slow URL meanwhile share its one fetch."""
+    from cds_service.auth import KeySource
+    from cds_service.trust import Issuer, TrustConfig
+
+    fast_key, slow_key = Key.ec("fast-1"), Key.ec("slow-1")
+    fault = start_fault_server()
+    slow_calls = []
+
+    def slow(handler) -> None:
+        slow_calls.append(time.monotonic())
+        time.sleep(1.5)
+        send_json(handler, {"keys": [slow_key.jwk()]})
+
+    fast_url = fault.route("/fast/jwks.json", lambda h: send_json(h, {"keys": [fast_key.jwk()]}))
+    slow_url = fault.route("/slow/jwks.json", slow)
+
+    def issuer(iss: str, url: str) -> Issuer:
+        empty = frozenset()
+        return Issuer(iss, None, url, empty, empty, empty)
+
+    fast, slow_issuer = issuer("https://fast.example", fast_url), issuer("https://slow", slow_url)
+    trust = TrustConfig({i.iss: i for i in (fast, slow_issuer)}, allow_http_loopback=True)
+    keys = KeySource(trust, ttl_s=300, min_refresh_s=30)
+    assert keys.key(fast, "fast-1", None).key_id == "fast-1"  # cached from now on
+
+    with ThreadPoolExecutor(4) as pool:
+        waiting = [pool.submit(keys.key, slow_issuer, "slow-1", None) for _ in range(3)]
+        time.sleep(0.2)  # the slow fetch is under way
+        started = time.monotonic()
+        assert keys.key(fast, "fast-1", None).key_id == "fast-1"
+        assert time.monotonic() - started < 0.5
+        assert {f.result(timeout=10).key_id for f in waiting} == {"slow-1"}
+    assert len(slow_calls) == 1
