@@ -83,6 +83,12 @@ class Fact:
         return "\n".join(t.lower() for t in texts if t)
 
     @property
+    def side(self) -> str | None:
+        """The side the draft note names for a note finding; coded facts carry theirs in
+        their codes (e.g. M21.371), so None."""
+        return None
+
+    @property
     def body_sites(self) -> list[dict]:
         sites = self.resource.get("bodySite")
         if isinstance(sites, dict):  # Observation.bodySite is a single CodeableConcept
@@ -107,6 +113,10 @@ class NoteFact(Fact):
     @property
     def status(self) -> str:
         return self.finding.status if self.finding else "affirmed"
+
+    @property
+    def side(self) -> str | None:
+        return self.finding.side if self.finding else None
 
     def label(self) -> str:
         where = {
@@ -277,6 +287,10 @@ class Chart:
             + self.noted_in(group)
         )
 
+    def problems_in(self, group: str) -> list[Match]:
+        """A problem that counts: an active Condition, or current in the draft note."""
+        return self.conditions_in(group) + self.noted_in(group)
+
     def noted_in(self, group: str, *statuses: str) -> list[Match]:
         """Findings of the group read from the draft note, with one of the statuses (default:
         current, "affirmed"; "possible" ones are supporting evidence only). Dated now."""
@@ -318,14 +332,15 @@ class Chart:
             if reference in references:
                 reference += f" ({concept.label.lower()})"
             references.add(reference)
+            code, quote = _located(finding, concept.label), finding.quote(self.note_text)
             facts.append(
                 NoteFact(
                     reference,
-                    _located(finding, concept.label),
+                    code,
                     ("recordedDate",),
-                    self._note_condition(finding, concept),
+                    self._note_condition(finding, concept, code, quote),
                     finding=finding,
-                    quote=finding.quote(self.note_text),
+                    quote=quote,
                     groups=concept.groups,
                     coded=self._coded(finding.concept),
                 )
@@ -337,7 +352,9 @@ class Chart:
             return False
         return bool(self.conditions_in(group) or self.observations_in(group))
 
-    def _note_condition(self, finding: NoteFinding, concept: notes.Concept) -> dict:
+    def _note_condition(
+        self, finding: NoteFinding, concept: notes.Concept, code: dict, quote: str
+    ) -> dict:
         """The Condition a note finding would be added to the problem list as."""
         condition = {
             "resourceType": "Condition",
@@ -356,12 +373,10 @@ class Chart:
                     ]
                 }
             ],
-            "code": _located(finding, concept.label),
+            "code": code,
             "subject": {"reference": self.patient_reference},
             "recordedDate": self.now.date().isoformat(),
-            "note": [
-                {"text": f"Read from the draft note at signing: “{finding.quote(self.note_text)}”"}
-            ],
+            "note": [{"text": f"Read from the draft note at signing: “{quote}”"}],
         }
         if concept.body_site:
             condition["bodySite"] = [concept.body_site]

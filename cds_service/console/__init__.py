@@ -26,7 +26,7 @@ from .. import __version__, analytics
 from ..api import json_response, read_json
 from ..errors import InvalidRequest
 from ..rules import RULE_IDS
-from ..services import SERVICES, find_service
+from ..services import SERVICES, Service, find_service
 from ..settings import Settings
 from . import catalog, examples
 from .markdown import render as render_markdown
@@ -139,13 +139,18 @@ def example(group: str, name: str):
     )
 
 
-@bp.post("/wrap")
-def wrap():
-    """A hook request for the chosen service made from a patient Bundle."""
+def _service_body() -> tuple[dict, Service]:
+    """The console's JSON body (an object) and the service it names."""
     body = read_json()
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object", "body")
-    service = find_service(str(body.get("service")))
+    return body, find_service(str(body.get("service")))
+
+
+@bp.post("/wrap")
+def wrap():
+    """A hook request for the chosen service made from a patient Bundle."""
+    body, service = _service_body()
     try:
         return json_response(examples.request_from_bundle(body.get("bundle"), service))
     except examples.NotAPatientBundle as problem:
@@ -155,10 +160,7 @@ def wrap():
 @bp.post("/render")
 def render_cards():
     """The cards of a CDS response (or the issues of an OperationOutcome) as HTML."""
-    body = read_json()
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be a JSON object", "body")
-    service = find_service(str(body.get("service")))
+    body, service = _service_body()
     answer = body.get("response")
     status = body.get("status") if isinstance(body.get("status"), int) else 200
     expected = body.get("expected")

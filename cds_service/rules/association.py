@@ -17,7 +17,7 @@ PEPTIC_LOOKBACK_DAYS = 365
 
 def cramp_sciatica_association(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
     """Active sciatica and no critical card: sciatica may contribute to the cramps."""
-    sciatica = chart.conditions_in("SCIATICA") + chart.noted_in("SCIATICA")
+    sciatica = chart.problems_in("SCIATICA")
     if not sciatica or any(f.indicator == "critical" for f in prior.values()):
         return None
     evidence = evidence_of("Sciatica", sciatica)

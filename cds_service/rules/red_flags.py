@@ -18,12 +18,7 @@ SADDLE_SYMPTOM_WORDS = ("numb", "anaesthe", "anesthe", "loss of sensation", "sen
 
 def back_conditions(chart: Chart) -> list[Match]:
     """Active sciatica or low back pain: coded, or current in the draft note."""
-    return (
-        chart.conditions_in("SCIATICA")
-        + chart.conditions_in("LOW_BACK_PAIN")
-        + chart.noted_in("SCIATICA")
-        + chart.noted_in("LOW_BACK_PAIN")
-    )
+    return chart.problems_in("SCIATICA") + chart.problems_in("LOW_BACK_PAIN")
 
 
 def uncertain_in_note(chart: Chart, *groups: str) -> list[Evidence]:
@@ -104,19 +99,13 @@ def bilateral_sciatica(chart: Chart, within_days: int) -> list[Evidence]:
     )
     found += evidence_of("Bilateral leg symptoms", chart.noted_in("BILATERAL_SCIATICA"))
     noted = chart.noted_in("SCIATICA")
-    right = chart.conditions_in("SCIATICA_RIGHT") + [m for m in noted if _side(m) == "right"]
-    left = chart.conditions_in("SCIATICA_LEFT") + [m for m in noted if _side(m) == "left"]
+    right = chart.conditions_in("SCIATICA_RIGHT") + [m for m in noted if m.fact.side == "right"]
+    left = chart.conditions_in("SCIATICA_LEFT") + [m for m in noted if m.fact.side == "left"]
     if right and left:
         first_right, first_left = _earliest(right), _earliest(left)
         if first_right and first_left and max(first_right, first_left) >= chart.since(within_days):
             found += evidence_of("Sciatica on both sides", right + left)
     return found
-
-
-def _side(match: Match) -> str | None:
-    """The side a draft-note finding names (None for coded facts)."""
-    finding = getattr(match.fact, "finding", None)
-    return finding.side if finding is not None else None
 
 
 def _earliest(matches: list[Match]):
@@ -126,7 +115,7 @@ def _earliest(matches: list[Match]):
 
 def motor_deficit_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
     """Sciatica with foot drop or muscle weakness within 30 days (critical if both feet)."""
-    sciatica = chart.conditions_in("SCIATICA") + chart.noted_in("SCIATICA")
+    sciatica = chart.problems_in("SCIATICA")
     if not sciatica:
         return None
     deficit = evidence_of("Foot drop", chart.findings_in("FOOT_DROP", MOTOR_DEFICIT_DAYS))
@@ -135,7 +124,7 @@ def motor_deficit_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Findin
     )
     if not deficit:
         return None
-    noted_sides = {_side(m) for m in chart.noted_in("FOOT_DROP")}
+    noted_sides = {m.fact.side for m in chart.noted_in("FOOT_DROP")}
     right = bool(chart.conditions_in("FOOT_DROP_RIGHT")) or bool(
         {"right", "bilateral"} & noted_sides
     )
