@@ -32,7 +32,7 @@ CONCEPT_GROUPS: dict[str, tuple[str, ...]] = {
     "CANCER_HISTORY": ("CANCER_HISTORY",),
     "WEIGHT_LOSS": ("WEIGHT_LOSS", "BODY_WEIGHT"),
     "FEVER": ("FEVER", "BODY_TEMPERATURE"),
-    "IV_DRUG_USE": ("IV_DRUG_USE",),
+    "INJECTION_DRUG_USE": ("INJECTION_DRUG_USE",),
     "IMMUNOSUPPRESSION": ("IMMUNOSUPPRESSION",),
     "FRACTURE_RISK": ("FRACTURE_RISK",),
     "ELECTROLYTE_DX": ("ELECTROLYTE_DX",),
@@ -105,7 +105,7 @@ CATALOG_CODES: dict[str, list[tuple]] = {
     "WEIGHT_LOSS": [(SNOMED, "89362005"), (SNOMED, "448765001"), (ICD10CM, "R63.4")]
     + [(LOINC, "29463-7")],
     "FEVER": [(SNOMED, "386661006"), (ICD10CM, "R50.9"), (LOINC, "8310-5")],
-    "IV_DRUG_USE": [(SNOMED, c) for c in ("228388006", "226034001", "5602001")]
+    "INJECTION_DRUG_USE": [(SNOMED, c) for c in ("228388006", "226034001", "5602001")]
     + [(ICD10CM, c) for c in ("F11.10", "F11.20", "F11.90")],
     "IMMUNOSUPPRESSION": [(SNOMED, "234532001")]
     + [(ICD10CM, c) for c in ("D84.9", "D84.821", "Z79.60", "Z79.69")],
@@ -132,7 +132,7 @@ CATALOG_CODES: dict[str, list[tuple]] = {
     # Derived: NSAID_CONTRAINDICATION.
     "CKD_SEVERE": [(ICD10CM, c) for c in ("N18.4", "N18.5", "N18.6", "Z99.2")],
     "HEART_FAILURE": [(SNOMED, "84114007"), (ICD10CM, "I50.9"), (ICD10CM, "I50.22")],
-    "PEPTIC_ULCER_GI_BLEED": [(ICD10CM, c) for c in ("K25.9", "K26.4", "K27.0", "K28.9", "K92.2")],
+    "GI_ULCER_BLEED": [(ICD10CM, c) for c in ("K25.9", "K26.4", "K27.0", "K28.9", "K92.2")],
     # Lab thresholds table.
     "POTASSIUM": [(LOINC, "2823-3"), (LOINC, "6298-4")],
     "SODIUM": [(LOINC, "2951-2"), (LOINC, "2947-0")],

@@ -95,8 +95,8 @@ def nsaid_contraindications(chart: Chart) -> list[Evidence]:
     reasons += evidence_of("Heart failure", chart.conditions_in("HEART_FAILURE"))
     reasons += evidence_of(
         "Peptic ulcer or GI bleeding",
-        chart.conditions_in("PEPTIC_ULCER_GI_BLEED")
-        + chart.past_conditions_in("PEPTIC_ULCER_GI_BLEED", PEPTIC_LOOKBACK_DAYS),
+        chart.conditions_in("GI_ULCER_BLEED")
+        + chart.past_conditions_in("GI_ULCER_BLEED", PEPTIC_LOOKBACK_DAYS),
     )
     return reasons
 

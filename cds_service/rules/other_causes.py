@@ -64,7 +64,7 @@ def medication_cramp_cause(chart: Chart, prior: Mapping[str, Finding]) -> Findin
         flags.add("diuretic")
     if statins:
         flags.add("statin")
-        if chart.findings_in("MUSCLE_WEAKNESS"):
+        if chart.findings_in("LEG_WEAKNESS"):
             flags.add("statin_weakness")
     drugs = ", ".join(dict.fromkeys(m.label() for m, _ in diuretics + statins))
     return Finding(

@@ -120,7 +120,7 @@ def motor_deficit_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Findin
         return None
     deficit = evidence_of("Foot drop", chart.findings_in("FOOT_DROP", MOTOR_DEFICIT_DAYS))
     deficit += evidence_of(
-        "Muscle weakness", chart.findings_in("MUSCLE_WEAKNESS", MOTOR_DEFICIT_DAYS)
+        "Muscle weakness", chart.findings_in("LEG_WEAKNESS", MOTOR_DEFICIT_DAYS)
     )
     if not deficit:
         return None
@@ -133,7 +133,7 @@ def motor_deficit_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Findin
     evidence = evidence_of("Sciatica", sciatica) + deficit
     if bilateral:
         evidence.append(Evidence("Foot drop on both sides"))
-    evidence += uncertain_in_note(chart, "FOOT_DROP", "MUSCLE_WEAKNESS")
+    evidence += uncertain_in_note(chart, "FOOT_DROP", "LEG_WEAKNESS")
     return Finding(
         "motor-deficit-red-flag",
         "critical" if bilateral else "warning",
@@ -158,7 +158,7 @@ def serious_pathology_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Fi
         + measured_weight_loss(chart),
         "fever": evidence_of("Fever", chart.findings_in("FEVER", FEVER_DAYS))
         + measured_fever(chart),
-        "intravenous drug use": evidence_of("IV drug use", chart.conditions_in("IV_DRUG_USE")),
+        "intravenous drug use": evidence_of("IV drug use", chart.conditions_in("INJECTION_DRUG_USE")),
         "immunosuppression": evidence_of(
             "Immunosuppression", chart.conditions_in("IMMUNOSUPPRESSION")
         ),
