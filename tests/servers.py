@@ -36,7 +36,7 @@ def wait_until_up(url: str, process: subprocess.Popen, log: Path, seconds: float
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still starting
             pass
         if time.monotonic() > deadline:
             raise RuntimeError(f"server not ready after {seconds} s:\n{log.read_text()[-4000:]}")

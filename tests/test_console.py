@@ -137,7 +137,7 @@ def test_a_critical_card_renders_with_its_indicator_evidence_source_and_actions(
     [card] = answer.json()["cards"]
     assert 'class="cds-card cds-card-critical"' in cards
     assert '<span class="indicator-text">Critical</span>' in cards
-    assert "<strong>Evidence found</strong>" in cards
+    assert "<strong>Findings</strong>" in cards
     assert "<li>Cauda equina syndrome recorded: Cauda equina syndrome" in cards
     assert f'<a href="{card["source"]["url"]}" rel="noopener noreferrer"' in cards
     for suggestion in card["suggestions"]:
@@ -450,7 +450,7 @@ def test_the_rules_page_reads_what_the_rules_use_from_their_code():
     rules = {r.rule_id: r for r in console_catalog.catalog().rules}
     cauda = rules["cauda-equina-red-flag"]
     assert cauda.indicators == ("critical",)
-    assert {"CAUDA_EQUINA", "BLADDER_BOWEL", "SADDLE_SITE", "SCIATICA"} <= {
+    assert {"CAUDA_EQUINA", "BLADDER_BOWEL", "SADDLE_ANAESTHESIA", "SCIATICA"} <= {
         v.name for v in cauda.value_sets
     }
     assert rules["motor-deficit-red-flag"].indicators == ("critical", "warning")

@@ -23,13 +23,14 @@ import pytest
 from conftest import DEADLINE_S, load_scenario, outcome_fields, rule_ids, scenario_names
 from servers import free_port, send_json
 
-KEYS = ("patient", "conditions", "observations", "medications")
+KEYS = ("patient", "conditions", "observations", "medications", "allergies")
 REQUIRED_KEYS = ("patient", "conditions", "observations")
 TYPE_OF_KEY = {
     "patient": "Patient",
     "conditions": "Condition",
     "observations": "Observation",
     "medications": "MedicationRequest",
+    "allergies": "AllergyIntolerance",
 }
 PATIENT_VIEW = "cramp-sciatica-patient-view"
 IN_TIME_S = DEADLINE_S + 1.5

@@ -259,7 +259,7 @@ def code_uses(
                 else:
                     value(found)
             elif isinstance(node, ast.Call) and _called(node) == "Finding":
-                indicator = node.args[1] if len(node.args) > 1 else _keyword(node, "indicator")
+                indicator = node.args[0] if node.args else _keyword(node, "indicator")
                 if indicator is not None:
                     indicators.update(
                         n.value
