@@ -19,6 +19,14 @@ UCUM = "http://unitsofmeasure.org"
 CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
 CLIN = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+CONDITION_CAT = "http://terminology.hl7.org/CodeSystem/condition-category"
+ALLERGY_CLIN = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VER = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+V2_0136 = "http://terminology.hl7.org/CodeSystem/v2-0136"
+# Local code systems in the shape Epic sends them: a lab component and a diagnosis record whose
+# codes mean nothing outside that EHR, so the service can read them only by name.
+LOCAL_LAB = "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14"
+LOCAL_DX = "urn:oid:1.2.840.114350.1.13.0.1.7.2.728286"
 SERVICE = {
     "patient-view": "cramp-sciatica-patient-view",
     "order-select": "cramp-sciatica-order-select",
@@ -41,7 +49,16 @@ def patient(pid: str, birth: str = "1971-03-14", gender: str = "female") -> dict
     }
 
 
-def condition(pid, cid, codings, days_ago, clinical="active", verification="confirmed", text=None):
+def condition(
+    pid,
+    cid,
+    codings,
+    days_ago,
+    clinical="active",
+    verification="confirmed",
+    text=None,
+    category=None,
+):
     resource = {
         "resourceType": "Condition",
         "id": cid,
@@ -53,6 +70,8 @@ def condition(pid, cid, codings, days_ago, clinical="active", verification="conf
     }
     if text:
         resource["code"]["text"] = text
+    if category:
+        resource["category"] = [{"coding": [{"system": CONDITION_CAT, "code": category}]}]
     return resource
 
 
@@ -81,10 +100,21 @@ def bundle(resources: list[dict]) -> dict:
     }
 
 
-def request(hook, pid, instance, context_extra=None, conditions=(), observations=(), meds=()):
+def request(
+    hook,
+    pid,
+    instance,
+    context_extra=None,
+    conditions=(),
+    observations=(),
+    meds=(),
+    allergies=(),
+):
+    """A complete hook request. `allergies=None` leaves the optional allergies prefetch out (the
+    EHR could not give it: allergies unknown); otherwise it is sent, empty by default."""
     context = {"userId": "Practitioner/example-clinician", "patientId": pid}
     context.update(context_extra or {})
-    return {
+    body = {
         "hook": hook,
         "hookInstance": str(uuid.uuid5(uuid.NAMESPACE_URL, instance)),
         "context": context,
@@ -95,6 +125,9 @@ def request(hook, pid, instance, context_extra=None, conditions=(), observations
             "medications": bundle(list(meds)),
         },
     }
+    if allergies is not None:
+        body["prefetch"]["allergies"] = bundle(list(allergies))
+    return body
 
 
 def normal_labs(pid: str, days_ago: int = 10) -> list[dict]:
@@ -193,6 +226,70 @@ def draft_imaging(pid, oid, system=LN, code="30679-5", display="MR Lumbar spine 
     return resource
 
 
+def draft_service(pid, oid, system, code, display):
+    """A draft ServiceRequest (imaging, lab panel) with no reason."""
+    return draft_imaging(pid, oid, system, code, display)
+
+
+def concept(*codings, text=None) -> dict:
+    result = {"coding": [{"system": s, "code": c, "display": d} for s, c, d in codings]}
+    if text:
+        result["text"] = text
+    return result
+
+
+def answer(pid, oid, codings, value, days_ago, category="exam", text=None):
+    """An Observation whose answer is a coded value: a symptom finding recorded Yes / No /
+    Absent, or a pregnancy status. `value` is a CodeableConcept."""
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "category": [{"coding": [{"system": CAT, "code": category}]}],
+        "code": concept(*codings, text=text),
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": day(days_ago) + "T10:00:00Z",
+        "valueCodeableConcept": value,
+    }
+
+
+def allergy(pid, aid, codings, text, reaction="Hives"):
+    """An AllergyIntolerance as EHRs send it: active, confirmed, coded by RxNorm ingredient
+    and/or SNOMED CT substance, with the name the clinician picked as text."""
+    return {
+        "resourceType": "AllergyIntolerance",
+        "id": aid,
+        "clinicalStatus": {"coding": [{"system": ALLERGY_CLIN, "code": "active"}]},
+        "verificationStatus": {"coding": [{"system": ALLERGY_VER, "code": "confirmed"}]},
+        "type": "allergy",
+        "category": ["medication"],
+        "criticality": "high",
+        "code": concept(*codings, text=text),
+        "patient": {"reference": f"Patient/{pid}"},
+        "recordedDate": day(800),
+        "reaction": [
+            {
+                "manifestation": [concept((SN, "126485001", "Urticaria"), text=reaction)],
+            }
+        ],
+    }
+
+
+# The normal lab each LOINC code replaces (a result of the same analyte, same day, would
+# otherwise make "the latest result" ambiguous).
+SAME_LAB = {
+    "2823-3": "k",
+    "6298-4": "k",
+    "2951-2": "na",
+    "2947-0": "na",
+    "17861-6": "ca",
+    "2000-8": "ca",
+    "29265-6": "ca",
+    "19123-9": "mg",
+    "2601-3": "mg",
+}
+
+
 class Case:
     """One scenario: a patient with cramps by default, normal labs unless told otherwise."""
 
@@ -211,6 +308,7 @@ class Case:
         self.conditions = [cramp(name)] if cramps else []
         self.observations = normal_labs(name) if labs else []
         self.meds, self.orders, self.selections = [], [], None
+        self.allergies: list[dict] | None = []  # None: the allergies prefetch is left out
         self.note_text = None  # note-sign: the draft note's plain text
 
     def note(self, text: str):
@@ -232,24 +330,50 @@ class Case:
         resource = lab(self.pid, oid, loinc, display, value, unit, days_ago)
         resource.update(extra)
         # A result of an electrolyte replaces the normal one the case started with.
-        same_lab = {
-            "2823-3": "k",
-            "6298-4": "k",
-            "2951-2": "na",
-            "2947-0": "na",
-            "17861-6": "ca",
-            "29265-6": "ca",
-            "19123-9": "mg",
-            "2601-3": "mg",
-        }
-        if loinc in same_lab:
-            replaced = f"{self.pid}-{same_lab[loinc]}"
-            self.observations = [o for o in self.observations if o["id"] != replaced]
+        if loinc in SAME_LAB:
+            self.drop_lab(SAME_LAB[loinc])
         self.observations.append(resource)
         return resource
 
-    def med(self, name, rxnorm=None):
-        self.meds.append(med(self.pid, f"{self.pid}-m{len(self.meds)}", name, rxnorm))
+    def drop_lab(self, key):
+        """Removes the normal result of one analyte ("k", "na", "ca", "mg")."""
+        self.observations = [o for o in self.observations if o["id"] != f"{self.pid}-{key}"]
+
+    def local_lab(self, code, display, text, value, unit, days_ago=10, replaces=None, ucum=True):
+        """A lab under the EHR's own component code (no LOINC): readable only by its name."""
+        resource = self.lab("0000-0", display, value, unit, days_ago)
+        resource["code"] = concept((LOCAL_LAB, code, display), text=text)
+        if not ucum:
+            resource["valueQuantity"] = {"value": value, "unit": unit}
+        if replaces:
+            self.drop_lab(replaces)
+        return resource
+
+    def problem(self, codings, days_ago=20, **kwargs):
+        """A Condition with several codings side by side (SNOMED CT and ICD-10-CM, as EHRs
+        send a problem-list entry), kwargs as `condition` (text, clinical, category)."""
+        cid = f"{self.pid}-c{len(self.conditions)}"
+        kwargs.setdefault("category", "problem-list-item")
+        self.conditions.append(condition(self.pid, cid, codings, days_ago, **kwargs))
+        return self.conditions[-1]
+
+    def named(self, text, days_ago=20, code="100001", **kwargs):
+        """A Condition under an unknown local code, named in plain words (the text fallback)."""
+        return self.problem([(LOCAL_DX, code, text)], days_ago, text=text, **kwargs)
+
+    def allergy(self, codings, text):
+        self.allergies.append(
+            allergy(self.pid, f"{self.pid}-a{len(self.allergies)}", codings, text)
+        )
+
+    def med(self, name, rxnorm=None, ingredient=None):
+        """An active medication order; `ingredient` codes it by RxNorm ingredient (display the
+        ingredient name) with the product as text, as EHRs do when no product code is mapped."""
+        resource = med(self.pid, f"{self.pid}-m{len(self.meds)}", name, rxnorm)
+        if ingredient:
+            resource["medicationCodeableConcept"] = concept((RX, *ingredient), text=name)
+        self.meds.append(resource)
+        return resource
 
     def order(self, resource, selected=True):
         self.orders.append(resource)
@@ -272,7 +396,14 @@ class Case:
         if self.note_text is not None:
             extra["note"] = note(self.note_text)
         body = request(
-            self.hook, self.pid, self.name, extra, self.conditions, self.observations, self.meds
+            self.hook,
+            self.pid,
+            self.name,
+            extra,
+            self.conditions,
+            self.observations,
+            self.meds,
+            self.allergies,
         )
         body["prefetch"]["patient"] = patient(self.pid, birth=self.birth)
         return body
@@ -370,7 +501,7 @@ def cases() -> list[Case]:
     c = case(
         "motor-deficit-bilateral",
         "Sciatica and foot drop on both sides (critical).",
-        ["motor-deficit-red-flag"],
+        ["motor-deficit-red-flag:critical"],
     )
     c.dx("M54.41", "Lumbago with sciatica, right side", 40)
     c.dx("M21.371", "Foot drop, right foot", 10)
@@ -559,7 +690,7 @@ def cases() -> list[Case]:
     c = case(
         "association-both-features",
         "Sciatica, calf cramps (M62.831) and paraesthesia: warning.",
-        ["cramp-sciatica-association", "sciatica-management"],
+        ["cramp-sciatica-association:warning", "sciatica-management"],
         cramps=False,
     )
     c.conditions.append(cramp(c.pid, code="M62.831", display="Muscle spasm of calf muscle"))
@@ -652,8 +783,9 @@ def cases() -> list[Case]:
         short = hook.split("-")[1]
         c = case(
             f"imaging-early-{short}",
-            f"{hook}: lumbar MRI 3 weeks after sciatica began, no red flags.",
-            ["imaging-stewardship", "cramp-sciatica-association", "sciatica-management"],
+            f"{hook}: lumbar MRI 3 weeks after sciatica began, no red flags (v2: the "
+            "association and management cards are not repeated at order hooks).",
+            ["imaging-stewardship"],
             hook=hook,
         )
         c.dx("M54.31", "Sciatica, right side", 21)
@@ -667,12 +799,13 @@ def cases() -> list[Case]:
         c.order(draft_med(c.pid, "quinine", "quinine sulfate 324 MG Oral Capsule"))
         c = case(
             f"nsaid-ckd-{short}",
-            f"{hook}: ibuprofen ordered with eGFR 25.",
-            ["nsaid-caution", "comorbidity-cramp-cause"],
+            f"{hook}: ibuprofen ordered with eGFR 25 (< 30: contraindicated, warning; v2: the "
+            "comorbidity card is not repeated at order hooks).",
+            ["nsaid-caution:warning"],
             hook=hook,
         )
         c.lab("33914-3", "eGFR MDRD", 25, "mL/min/1.73m2", days_ago=40)
-        c.order(draft_med(c.pid, "ibu", "ibuprofen 400 MG Oral Tablet", "197806"))
+        c.order(draft_med(c.pid, "ibu", "ibuprofen 400 MG Oral Tablet", "197805"))
     c = case(
         "imaging-cpt-lbp-sign",
         "order-sign: lumbar MRI by CPT 72148, low back pain 10 days old.",
@@ -715,8 +848,8 @@ def cases() -> list[Case]:
     c.order(draft_med(c.pid, "npx", "naproxen 500 MG Oral Tablet", "198013"))
     c = case(
         "nsaid-anticoagulant-sign",
-        "order-sign: naproxen ordered while on apixaban.",
-        ["nsaid-caution"],
+        "order-sign: naproxen ordered while on apixaban (contraindication: warning).",
+        ["nsaid-caution:warning"],
         hook="order-sign",
     )
     c.med("apixaban 5 MG Oral Tablet")
@@ -765,7 +898,7 @@ def cases() -> list[Case]:
         "note-sign-foot-drop-both-sides",
         "Note signing: coded sciatica; the note says both feet drop: critical motor deficit, and "
         "a bilateral neurological deficit of the legs, a cauda equina red flag (NICE CKS).",
-        ["cauda-equina-red-flag", "motor-deficit-red-flag"],
+        ["cauda-equina-red-flag", "motor-deficit-red-flag:critical"],
         hook=note_sign,
     )
     c.dx("M54.41", "Lumbago with sciatica, right side", 20)
@@ -784,7 +917,7 @@ def cases() -> list[Case]:
         "note-sign-possible-numbness",
         "Note signing: sciatica and calf cramps in the note, numbness only possible: it "
         "supports the association (warning) and fires no red flag.",
-        ["cramp-sciatica-association", "sciatica-management"],
+        ["cramp-sciatica-association:warning", "sciatica-management"],
         hook=note_sign,
         cramps=False,
     )
@@ -833,7 +966,9 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
     )
     pid = "order-sign-cramp-reason"
     s[pid] = (
-        "Order-sign: a draft lumbar MRI whose reason is cramp; no conditions, no labs.",
+        "Order-sign: a draft lumbar MRI whose reason is cramp (the trigger); no conditions, no "
+        "labs. No back-pain episode, so no stewardship card; the labs card belongs to "
+        "patient-view and note signing, not to order hooks (v2).",
         request(
             "order-sign",
             pid,
@@ -845,11 +980,12 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
                 }
             },
         ),
-        ["cramp-labs-missing"],
+        [],
     )
     pid = "order-select-cramps"
     s[pid] = (
-        "Order-select: cramps (undotted M62831, calf spasm) and a selected MRI order; no labs.",
+        "Order-select: cramps (undotted M62831, calf spasm) and a selected MRI order; no labs, "
+        "no back-pain episode: no card (the labs card is not shown at order hooks, v2).",
         request(
             "order-select",
             pid,
@@ -863,7 +999,7 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
             },
             conditions=[cramp(pid, code="M62831", display="Muscle spasm of calf muscle")],
         ),
-        ["cramp-labs-missing"],
+        [],
     )
     pid = "note-sign-cramps"
     s[pid] = (
@@ -883,17 +1019,79 @@ def scenarios() -> dict[str, tuple[str, dict, list[str]]]:
     return s
 
 
+# Card order in an answer: critical, then warning, then info; within one indicator, this order.
+RULE_ORDER = [
+    "cauda-equina-red-flag",
+    "motor-deficit-red-flag",
+    "serious-pathology-red-flag",
+    "electrolyte-cramp-cause",
+    "cramp-labs-missing",
+    "medication-cramp-cause",
+    "comorbidity-cramp-cause",
+    "cramp-sciatica-association",
+    "sciatica-management",
+    "imaging-stewardship",
+    "quinine-caution",
+    "nsaid-caution",
+]
+INDICATOR_ORDER = ["critical", "warning", "info"]
+# Each rule's indicator (catalog v2, Rules); a rule whose indicator varies is written
+# "rule:indicator" in a case's expected list unless it has the default given here.
+INDICATOR = {
+    "cauda-equina-red-flag": "critical",
+    "motor-deficit-red-flag": "warning",  # critical when bilateral
+    "serious-pathology-red-flag": "warning",
+    "electrolyte-cramp-cause": "warning",
+    "cramp-labs-missing": "info",
+    "medication-cramp-cause": "info",
+    "comorbidity-cramp-cause": "info",
+    "cramp-sciatica-association": "info",  # warning with both supporting features
+    "sciatica-management": "info",
+    "imaging-stewardship": "warning",
+    "quinine-caution": "warning",
+    "nsaid-caution": None,  # warning (contraindication) or info (caution): always written
+}
+RED_FLAGS = {"cauda-equina-red-flag", "motor-deficit-red-flag", "serious-pathology-red-flag"}
+ORDER_CHECKS = {"imaging-stewardship", "quinine-caution", "nsaid-caution"}
+
+
+def expectation(hook: str, entries: list[str]) -> tuple[list[str], list[str]]:
+    """The ordered rule ids and their indicators; checks the order and the hook scoping (order
+    hooks: red flags and order checks only; order checks only at order hooks)."""
+    ids, indicators = [], []
+    for entry in entries:
+        rule, _, indicator = entry.partition(":")
+        indicator = indicator or INDICATOR[rule]
+        assert indicator in INDICATOR_ORDER, entry
+        ids.append(rule)
+        indicators.append(indicator)
+    keys = [
+        (INDICATOR_ORDER.index(i), RULE_ORDER.index(r))
+        for r, i in zip(ids, indicators, strict=True)
+    ]
+    assert keys == sorted(keys) and len(set(ids)) == len(ids), entries
+    allowed = (
+        RED_FLAGS | ORDER_CHECKS
+        if hook in {"order-select", "order-sign"}
+        else (set(RULE_ORDER) - ORDER_CHECKS)
+    )
+    assert set(ids) <= allowed, (hook, entries)
+    return ids, indicators
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*.json"):
         old.unlink()
-    for name, (description, body, rule_ids) in scenarios().items():
+    for name, (description, body, entries) in scenarios().items():
+        rule_ids, indicators = expectation(body["hook"], entries)
         (OUT / f"{name}.request.json").write_text(json.dumps(body, indent=2) + "\n")
         expected = {
             "description": description,
             "service": SERVICE[body["hook"]],
             "now": EXAMPLE_NOW.isoformat() + "Z",
             "rule_ids": rule_ids,
+            "indicators": indicators,
         }
         (OUT / f"{name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n")
     print(f"wrote {len(scenarios())} scenarios to {OUT}")
