@@ -27,6 +27,7 @@ V2_0136 = "http://terminology.hl7.org/CodeSystem/v2-0136"
 # codes mean nothing outside that EHR, so the service can read them only by name.
 LOCAL_LAB = "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14"
 LOCAL_DX = "urn:oid:1.2.840.114350.1.13.0.1.7.2.728286"
+LOCAL_ALLERGEN = "urn:oid:1.2.840.114350.1.13.0.1.7.2.707209"
 SERVICE = {
     "patient-view": "cramp-sciatica-patient-view",
     "order-select": "cramp-sciatica-order-select",
@@ -1054,6 +1055,29 @@ def v2_cases(case) -> None:
         labs=False,
     )
     c.named("Cauda equina syndrome", 1, code="771204")
+    c = case(
+        "v2-ces-rule-out-in-note",
+        "Note signing: low back pain coded; the note plans an MRI 'to r/o CES' and records "
+        "normal bladder and bowel: a rule-out is not a diagnosis, no card (no sciatica, labs "
+        "normal).",
+        [],
+        hook="dev.crampcds.note-sign",
+    )
+    c.problem(LBP, 12)
+    c.note(
+        "Low back pain for 12 days, no radiation. Bladder and bowel function normal, perianal "
+        "sensation intact. Night cramps in both calves.\n"
+        "Plan: MRI lumbar spine to r/o CES given severity of pain."
+    )
+    c = case(
+        "v2-ces-post-void-residual-by-name",
+        "Low back pain; a bladder scan under a local code named 'POST VOID RESIDUAL', 450 mL "
+        "yesterday (over 200 mL: retention): critical.",
+        ["cauda-equina-red-flag"],
+    )
+    c.problem(LBP, 9)
+    pvr = c.local_lab("30110", "POST VOID RESIDUAL", "Post-void residual volume", 450, "mL", 1)
+    pvr["category"] = [{"coding": [{"system": CAT, "code": "exam"}]}]
 
     # --- motor deficit: SNOMED-only weakness and numbness, bilateral foot drop, 30-day window
     c = case(
@@ -1195,7 +1219,7 @@ def v2_cases(case) -> None:
         ["nsaid-caution:warning"],
         hook=sign,
     )
-    c.allergy([(LOCAL_DX, "40917", "NSAIDS")], "NSAIDS")
+    c.allergy([(LOCAL_ALLERGEN, "40917", "NSAIDS")], "NSAIDS")
     c.order(draft_med(c.pid, "ibu", *IBUPROFEN_400))
     for egfr, expected, says in (
         (29, "warning", "below 30: contraindicated"),
@@ -1652,7 +1676,10 @@ def v2_cases(case) -> None:
         cramps=False,
         labs=False,
     )
-    q = draft_med(c.pid, "quinine", "quinine sulfate 324 MG Oral Capsule", "1117200")
+    q = draft_med(c.pid, "quinine", "quinine sulfate 324 MG Oral Capsule")
+    q["medicationCodeableConcept"] = concept(
+        (RX, "9071", "quinine"), text="quinine sulfate 324 MG Oral Capsule"
+    )
     q["reasonCode"] = [
         concept((SN, "55300003", "Cramp"), (ICD, "R25.2", "Cramp and spasm"), text="Leg cramps")
     ]
