@@ -1066,7 +1066,7 @@ def v2_cases(case) -> None:
     c.problem(LBP, 12)
     c.note(
         "Low back pain for 12 days, no radiation. Bladder and bowel function normal, perianal "
-        "sensation intact. Night cramps in both calves.\n"
+        "sensation intact. Night cramps in the right calf.\n"
         "Plan: MRI lumbar spine to r/o CES given severity of pain."
     )
     c = case(
