@@ -1,14 +1,21 @@
 """Cards: a Finding plus the content under `cards/` becomes a CDS Hooks card.
 
-Card files are YAML, one per rule id. Text may quote a finding's values (`{drugs}`), and
-paragraphs and suggestions may be switched by the finding's flags (`when:` / `unless:`).
+Every word a clinician reads comes from `cards/`: one YAML file per rule id (summaries,
+paragraphs and suggestions switched by the finding's flags with `when:` / `unless:`), and
+`cards/_common.yaml` for what all cards share: how each kind of evidence is labelled, where a
+finding came from, short names of code systems, what could not be read, the override reasons.
+
+A summary may quote `{decisive}` (the finding that decided, with its value and date, e.g.
+"Potassium 2.9 mmol/L (18 Nov)") and `{reasons}` (the finding's reasons by their short names).
+The detail lists the evidence as a clinician writes it: name, value, date, where it came from
+and at most a short code label; each finding once (its latest date, "x3" when repeated). The
+reported cramps are shown on the cards that say so (`show_cramps: true`), not on every card.
 Suggestion resources use `{patient}` for the patient reference and, in delete actions,
 `for_each_order: true` to remove each draft order the finding named.
 
-At note signing, evidence read from the draft note's text gets a paragraph saying so, and a card
-whose file says `note_findings: evidence` (its own evidence) or `all` (with the cramps that
-triggered it) offers to add what the note says and the record does not code to the problem
-list: a provisional Condition per finding, each offered once per response (on the first card).
+At note signing, a card whose file says `note_findings: evidence` (its own evidence) or `all`
+(with the cramps that triggered it) offers to add what the note says and the record does not
+code to the problem list: a provisional Condition per finding, once per response.
 """
 
 from __future__ import annotations
@@ -17,16 +24,19 @@ import copy
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 
 import yaml
 
-from .chart import Chart, NoteFact
+from .chart import Chart, NoteFact, Unreadable
 from .content import content_dir
 from .rules.base import Evidence, Finding
+from .terminology import SYSTEM_LABELS
 
 MAX_SUMMARY = 139  # CDS Hooks: "<140 characters"
 CARD_NAMESPACE = uuid.UUID("4b1d3f9e-58c1-4f53-9d0a-5f6f8a3c2e10")
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,118 @@ def _applies(item: dict, flags: frozenset[str]) -> bool:
     return not ("unless" in item and item["unless"] in flags)
 
 
+# --- words -------------------------------------------------------------------------------
+
+
+def shown_day(day: str | None, now: datetime) -> str:
+    """ "18 Nov" this year, "18 Nov 2025" before; "" when unknown."""
+    if not day or len(day) < 10:
+        return day or ""
+    year, month, dom = day[:4], int(day[5:7]), int(day[8:10])
+    text = f"{dom} {MONTHS[month - 1]}"
+    return text if year == str(now.year) else f"{text} {year}"
+
+
+def _code_label(evidence: Evidence) -> str:
+    """ "ICD-10-CM M54.41": the short label of the code that matched, when one did."""
+    coding = evidence.coding or (evidence.match.coding if evidence.match else None)
+    if coding is None or (evidence.match and isinstance(evidence.match.fact, NoteFact)):
+        return ""
+    system = SYSTEM_LABELS.get(coding.system)
+    return f"{system} {coding.code}" if system else ""
+
+
+def _source(evidence: Evidence) -> str:
+    sources = content().common["sources"]
+    if evidence.result is not None:
+        return sources["lab-by-name" if evidence.result.by_name else evidence.result.fact.source]
+    if evidence.match is not None:
+        if evidence.match.by_name:
+            return sources["by-name"]
+        return sources.get(evidence.match.fact.source, "")
+    for kind in ("medication", "allergy", "order"):
+        if getattr(evidence, kind) is not None:
+            return sources[kind]
+    return ""
+
+
+def _name(evidence: Evidence) -> str:
+    """What the record is called, with its value: "Potassium 2.9 mmol/L", "“numb bum”"."""
+    if evidence.result is not None:
+        analyte = content().common["labs"][evidence.result.lab.value_set]
+        return f"{analyte} {evidence.result.shown()}"
+    if evidence.match is not None:
+        fact = evidence.match.fact
+        if isinstance(fact, NoteFact):
+            return f"“{fact.shown_quote}”"
+        return fact.name
+    for item in (evidence.medication, evidence.allergy, evidence.order):
+        if item is not None:
+            return item.name
+    return ""
+
+
+def _values(evidence: Evidence, chart: Chart) -> dict[str, str]:
+    values = dict(evidence.values)
+    if "highest_day" in values:
+        values["highest_day"] = shown_day(values["highest_day"], chart.now)
+    if "due" in values:
+        values["due"] = shown_day(values["due"], chart.now)
+    return values
+
+
+def evidence_line(evidence: Evidence, chart: Chart, count: int = 1) -> str:
+    """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)"."""
+    label = content().common["evidence"][evidence.label].format_map(_values(evidence, chart))
+    name = _name(evidence)
+    where = [
+        part
+        for part in (
+            _source(evidence),
+            shown_day(evidence.day, chart.now),
+            _code_label(evidence),
+            f"x{count}" if count > 1 else "",
+        )
+        if part
+    ]
+    text = f"{label}: {name}" if name and name.lower() != label.lower() else label
+    return f"{text} ({', '.join(where)})" if where else text
+
+
+def _evidence_lines(items: list[Evidence], chart: Chart) -> list[str]:
+    """Each finding once: the latest of those with the same label and name, counted."""
+    seen: dict[tuple[str, str], list[Evidence]] = {}
+    for item in items:
+        seen.setdefault((item.label, _name(item).lower()), []).append(item)
+    lines = []
+    for group in seen.values():
+        latest = max(group, key=lambda e: e.day or "")
+        lines.append(evidence_line(latest, chart, len(group)))
+    return list(dict.fromkeys(lines))
+
+
+def decisive_text(evidence: Evidence | None, chart: Chart) -> str:
+    """The decisive finding for a summary: "Potassium 2.9 mmol/L (18 Nov)"."""
+    if evidence is None:
+        return ""
+    name = _name(evidence)
+    if not name or (evidence.match is not None and isinstance(evidence.match.fact, NoteFact)):
+        name = content().common["evidence"][evidence.label].format_map(_values(evidence, chart))
+        if evidence.match is not None and isinstance(evidence.match.fact, NoteFact):
+            name += " " + content().common["in_note"]
+    day = shown_day(evidence.day, chart.now)
+    return f"{name} ({day})" if day else name
+
+
+def unreadable_line(item: Unreadable, chart: Chart) -> str:
+    values = {"subject": item.subject, "day": shown_day(item.day, chart.now), **dict(item.values)}
+    text = content().common["unreadable"][item.reason].format_map(values)
+    return " ".join(text.replace(" ()", "").split())
+
+
+# --- the card ----------------------------------------------------------------------------
+
+
 def _card(
     finding: Finding,
     trigger: list[Evidence],
@@ -67,19 +189,24 @@ def _card(
 ) -> dict:
     common = content().common
     text = content().cards[finding.rule_id]
-    values = dict(finding.values)
+    shows_cramps = bool(text.get("show_cramps"))
+    values = {
+        "decisive": decisive_text(finding.decisive, chart),
+        "reasons": ", ".join(common["reasons"][r] for r in finding.reasons),
+    }
     noted = _noted(finding.evidence, chart)
-    noted_trigger = _noted(trigger, chart)
+    noted_trigger = _noted(trigger, chart) if text.get("note_findings") == "all" else []
     summary = next(
         (s["text"] for s in text.get("summaries", []) if _applies(s, finding.flags)),
         text["summary"],
     )
     card_uuid = uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}/{finding.rule_id}")
+    evidence = [*trigger, *finding.evidence] if shows_cramps else list(finding.evidence)
     card: dict = {
         "uuid": str(card_uuid),
         "summary": fit_summary(summary, values),
         "indicator": finding.indicator,
-        "detail": _detail(text, finding, trigger, chart, values, bool(noted or noted_trigger)),
+        "detail": _detail(text, finding, evidence, chart, values, bool(noted or noted_trigger)),
         "source": {
             "label": text["source"]["label"],
             "url": text["source"]["url"],
@@ -122,27 +249,36 @@ def fit_summary(template: str, values: dict) -> str:
         if len(value) <= 1:
             break
         keep = max(0, len(value) - (len(summary) - MAX_SUMMARY) - 1)
-        values = {**values, longest: value[:keep].rstrip(" ,;") + "…"}
+        values = {**values, longest: value[:keep].rstrip(" ,;(") + "…"}
         summary = template.format_map(values)
     return summary[:MAX_SUMMARY]
 
 
 def _detail(
-    text: dict, finding: Finding, trigger, chart: Chart, values: dict, from_note: bool = False
+    text: dict,
+    finding: Finding,
+    evidence: list[Evidence],
+    chart: Chart,
+    values: dict,
+    from_note: bool = False,
 ) -> str:
+    common = content().common
     lines = [text["detail"].strip().format_map(values)]
     for paragraph in text.get("paragraphs") or []:
         if _applies(paragraph, finding.flags):
             lines += ["", paragraph["text"].strip().format_map(values)]
     if from_note:
-        lines += ["", " ".join(content().common["from_note"]["paragraph"].split())]
-    lines += ["", "**Evidence found**", ""]
-    lines += [f"- {e.markdown()}" for e in [*trigger, *finding.evidence]]
-    cannot_read = list(dict.fromkeys([*finding.missing, *chart.unreadable, *chart.gaps]))
+        lines += ["", " ".join(common["from_note"]["paragraph"].split())]
+    found = _evidence_lines(evidence, chart)
+    if found:
+        lines += ["", f"**{common['headings']['evidence']}**", ""]
+        lines += [f"- {line}" for line in found]
+    cannot_read = [unreadable_line(u, chart) for u in (*finding.missing, *chart.unreadable)]
+    cannot_read = list(dict.fromkeys([*cannot_read, *chart.gaps]))
     if cannot_read:
-        lines += ["", "**Could not be read**", ""]
+        lines += ["", f"**{common['headings']['unreadable']}**", ""]
         lines += [f"- {item}" for item in cannot_read]
-    lines += ["", f"**Guideline:** {text['guideline']}"]
+    lines += ["", f"**{common['headings']['sources']}** {text['guideline']}"]
     return "\n".join(lines)
 
 

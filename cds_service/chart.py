@@ -1,9 +1,12 @@
 """The chart: one read-only view of the patient, built from the gathered raw JSON.
 
-Rules read only the chart. It knows which conditions and observations count (status filters),
-their dates, lab results in canonical units and how to classify them, active medications,
-draft orders, the note text and "now". What it cannot interpret is kept in `unreadable` so
-cards can say so instead of silently using or dropping it.
+Building the chart classifies every record once into the catalog's concept groups: by code
+through the value sets, then, for a record none of whose codes is known, by name through the
+lexicon the note reader uses (with its negation, history and uncertainty rules). Lab results
+are read in canonical units; a local lab code is read by the analyte's name when its unit is
+one of the analyte's. The chart then answers questions ("LEG_WEAKNESS within 30 days", "latest
+potassium") and is never written again: what could not be read is found while building.
+Rules read only the chart; the words cards show live in `cards/`.
 """
 
 from __future__ import annotations
@@ -12,31 +15,36 @@ import base64
 import binascii
 import logging
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from . import fhirdates, notes
 from .fhircheck import fhir_problem
 from .gather import Gathered
-from .labs import Lab
+from .labs import LABS, Lab
 from .notes import NoteFinding
 from .services import NOTE_SIGN_HOOK
-from .terminology import Coding, Terminology, ValueSet, codings_of, concept_text, normalise
+from .terminology import Coding, Hit, Terminology, codings_of, concept_text
 
 log = logging.getLogger(__name__)
-Posting = tuple[int, int, Coding]  # (fact position, coding position, coding)
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
 EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
 COUNTING_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
 COUNTING_MEDICATION = {"active", "on-hold", "draft"}
+COUNTING_STATEMENT = {"active", "intended"}
 CONDITION_DATES = ("onsetDateTime", "onsetPeriod", "recordedDate")
 OBSERVATION_DATES = ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")
 LOW_INTERPRETATION = {"L", "LL"}
 HIGH_INTERPRETATION = {"H", "HH"}
 DECIDING_INTERPRETATION = LOW_INTERPRETATION | HIGH_INTERPRETATION | {"N"}
-ABSENT_CODES = {"260413007", "absent", "N", "no", "373067005"}  # SNOMED None / No
+# A finding Observation whose value says the finding is absent (CLINICAL_RULES.md conventions):
+# SNOMED 2667000 Absent, 410516002 Known absent, 260385009 Negative, 373067005 No, 260413007
+# None; HL7 v2-0136 N.
+ABSENT_CODES = {"2667000", "410516002", "260385009", "373067005", "260413007", "N"}
+ABSENT_WORDS = {"absent", "negative", "no", "not present", "none", "known absent"}
 CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-category"
@@ -46,6 +54,13 @@ USED_NOTE_STATUSES = ("affirmed", "possible", "historical")
 LOCATED_SITES = {"calf", "hamstring", "thigh", "foot", "leg", "back", "buttock"}
 # Characters of quoted note text that markdown would read as formatting, links or HTML.
 MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|~"})
+# Observations older than this are never read by a rule (the longest lookback is 12 months).
+OLDEST_USED_DAYS = 400
+LAB_GROUPS = {lab.value_set: lab for lab in LABS}
+# Groups whose coded numbness may describe the saddle area: then it is saddle anaesthesia.
+SENSORY_GROUPS = {"NERVE_SYMPTOM", "SENSORY_LOSS"}
+ASPIRIN_ANALGESIC_ABOVE_MG = 325.0
+_MG = re.compile(r"(\d+(?:\.\d+)?)\s*mg\b", re.IGNORECASE)
 
 
 def label_of(concept: object, fallback: str) -> str:
@@ -59,33 +74,39 @@ def label_of(concept: object, fallback: str) -> str:
 
 
 @dataclass(frozen=True)
-class Fact:
-    """A Condition or Observation that counts, reduced to what rules and cards need."""
+class Unreadable:
+    """A record that could not be interpreted: named in the card detail, never used. `reason`
+    is a key of `unreadable:` in cards/_common.yaml; `subject` is the record's name (never its
+    id), `values` what the wording quotes (a value, a unit)."""
 
-    reference: str  # e.g. Condition/123
+    reason: str
+    subject: str = ""
+    day: str | None = None
+    values: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A Condition, Observation or note finding that counts, reduced to what rules and cards
+    need. `source` says where it came from (a key of `sources:` in cards/_common.yaml)."""
+
+    reference: str  # e.g. Condition/123: for suggestions and logs, never shown as evidence
     code: dict  # the raw CodeableConcept
     date_fields: tuple[str, ...] = field(repr=False, compare=False)
     resource: dict = field(repr=False, compare=False)
+    source: str = "problem-list"
 
     @cached_property
     def when(self) -> datetime | None:
-        """The first readable of the date fields (parsed when a rule first asks: a record of
-        thousands pays only for the facts rules look at)."""
         return _first_date(self.resource, self.date_fields)
 
-    def label(self) -> str:
-        return label_of(self.code, self.reference)
-
-    @cached_property
-    def words(self) -> str:
-        """The concept's text and displays in lower case, one per line: what name matches read."""
-        texts = [concept_text(self.code)] + [c.display for c in codings_of(self.code)]
-        return "\n".join(t.lower() for t in texts if t)
+    @property
+    def name(self) -> str:
+        return label_of(self.code, "")
 
     @property
     def side(self) -> str | None:
-        """The side the draft note names for a note finding; coded facts carry theirs in
-        their codes (e.g. M21.371), so None."""
+        """The side a note finding names; coded facts carry theirs in their codes."""
         return None
 
     @property
@@ -98,6 +119,12 @@ class Fact:
     @property
     def day(self) -> str | None:
         return self.when.date().isoformat() if self.when else None
+
+    @cached_property
+    def words(self) -> str:
+        """The concept's text and displays in lower case, one per line."""
+        texts = [concept_text(self.code)] + [c.display for c in codings_of(self.code)]
+        return "\n".join(t.lower() for t in texts if t)
 
 
 @dataclass(frozen=True)
@@ -118,14 +145,9 @@ class NoteFact(Fact):
     def side(self) -> str | None:
         return self.finding.side if self.finding else None
 
-    def label(self) -> str:
-        where = {
-            "possible": "uncertain in the draft note",
-            "historical": "past history in the draft note",
-        }.get(
-            self.status, "in the draft note" if self.coded else "in the draft note, not yet coded"
-        )
-        return f"{where}: “{self.quote.translate(MARKDOWN_SPECIAL)}”"
+    @property
+    def shown_quote(self) -> str:
+        return self.quote.translate(MARKDOWN_SPECIAL)
 
     @property
     def offered(self) -> bool:
@@ -137,14 +159,15 @@ class NoteFact(Fact):
 
 @dataclass(frozen=True)
 class Match:
-    """A fact and the coding (or name) that put it in a concept group: a card's evidence."""
+    """A fact and how it is in a concept group: the coding that matched, or None when its name
+    did (the text fallback)."""
 
     fact: Fact
-    coding: Coding
+    coding: Coding | None = None
 
     @property
-    def code(self) -> str:
-        return f"{self.coding.system}|{self.coding.code}" if self.coding.system else ""
+    def by_name(self) -> bool:
+        return self.coding is None and not isinstance(self.fact, NoteFact)
 
 
 @dataclass(frozen=True)
@@ -156,6 +179,7 @@ class LabResult:
     interpretation: str | None  # N, L, LL, H or HH when the Observation says so
     range_low: float | None  # reference range, in lab.unit
     range_high: float | None
+    by_name: bool = False  # a local code read by the analyte's name
 
     def is_low(self) -> bool:
         """Interpretation decides, else the reference range, else the catalog's threshold."""
@@ -164,6 +188,13 @@ class LabResult:
         if self.range_low is not None:
             return self.value < self.range_low
         return self.lab.low_below is not None and self.value < self.lab.low_below
+
+    def is_markedly_low(self) -> bool:
+        """LL, or below the catalog's "markedly low" cut-off."""
+        if self.interpretation == "LL":
+            return True
+        below = self.lab.markedly_low_below
+        return below is not None and self.value < below
 
     def is_high(self) -> bool:
         if self.interpretation in DECIDING_INTERPRETATION:
@@ -179,15 +210,31 @@ class LabResult:
 
 @dataclass(frozen=True)
 class Medication:
-    """An active, on-hold or draft MedicationRequest, with the concept naming its drug."""
+    """An active, on-hold or draft MedicationRequest (or an active MedicationStatement), with
+    the concept naming its drug."""
 
     reference: str
     concept: dict
     when: datetime | None
     resource: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def label(self) -> str:
-        return label_of(self.concept, self.reference)
+    @property
+    def name(self) -> str:
+        return label_of(self.concept, "")
+
+    @property
+    def day(self) -> str | None:
+        return self.when.date().isoformat() if self.when else None
+
+
+@dataclass(frozen=True)
+class Allergy:
+    reference: str
+    concept: dict
+
+    @property
+    def name(self) -> str:
+        return label_of(self.concept, "")
 
 
 @dataclass(frozen=True)
@@ -198,8 +245,20 @@ class Order:
     resource: dict = field(repr=False, compare=False)
     concept: dict = field(default_factory=dict)
 
-    def label(self) -> str:
-        return label_of(self.concept, self.reference)
+    @property
+    def name(self) -> str:
+        return label_of(self.concept, "")
+
+    @property
+    def reasons(self) -> list[object]:
+        """Its reasonCode list (a client that sends one object for the array is read too)."""
+        reasons = self.resource.get("reasonCode")
+        if isinstance(reasons, dict):
+            return [reasons]
+        return reasons if isinstance(reasons, list) else []
+
+
+Index = dict[str, tuple[Match, ...]]
 
 
 @dataclass(frozen=True)
@@ -209,42 +268,38 @@ class Chart:
     patient_id: str
     birth_date: date | None
     sex: str | None
-    conditions: tuple[Fact, ...]  # those that count: active, recurrence, relapse, or no status
-    past_conditions: tuple[Fact, ...]  # inactive, remission or resolved (not refuted)
-    observations: tuple[Fact, ...]
-    medications: tuple[Medication, ...]
-    draft_orders: tuple[Order, ...]
-    selections: tuple[str, ...]
     note_text: str
     gaps: tuple[str, ...]
-    read_errors: tuple[str, ...]
+    unreadable: tuple[Unreadable, ...]
     terminology: Terminology = field(repr=False)
-    # What the draft note's text says (note-sign only), every mention with its status.
+    # Per concept group, the records in it (classified once, at build).
+    current: Index = field(default_factory=dict, repr=False)  # Conditions that count
+    past: Index = field(default_factory=dict, repr=False)  # inactive, resolved, "history of"
+    findings: Index = field(default_factory=dict, repr=False)  # finding Observations, present
+    coded_observations: Index = field(default_factory=dict, repr=False)  # any value
+    noted: dict[tuple[str, str], tuple[Match, ...]] = field(default_factory=dict, repr=False)
+    lab_results: dict[str, tuple[LabResult, ...]] = field(default_factory=dict, repr=False)
+    lab_unreadable: dict[str, tuple[Unreadable, ...]] = field(default_factory=dict, repr=False)
+    medications: dict[str, tuple[tuple[Medication, Coding | None], ...]] = field(
+        default_factory=dict, repr=False
+    )
+    allergies: dict[str, tuple[tuple[Allergy, Coding | None], ...]] = field(
+        default_factory=dict, repr=False
+    )
+    allergies_known: bool = True
+    draft_orders: tuple[Order, ...] = ()
+    orders: dict[str, tuple[tuple[Order, Coding | None], ...]] = field(
+        default_factory=dict, repr=False
+    )
+    selections: tuple[str, ...] = ()
     note_findings: tuple[NoteFinding, ...] = ()
+    note_facts: tuple[NoteFact, ...] = ()
     note_reference: str = "draft note"
-    # Resources checked against FHIR R4B when a rule first uses one: reference -> problem.
-    _checked: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
-    # Per list of facts: (system, normalised code) -> positions of the facts that carry it.
-    _indexes: dict[int, dict[tuple[str, str], list[int]]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
-    # Per (list of facts, concept group): the facts coded in it, with the matching coding.
-    _hits: dict[tuple[int, str], list[tuple[Fact, Coding]]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    # Body-site groups of coded records (reference -> groups), and draft orders by reason group.
+    sites: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    order_reasons: dict[str, tuple[Order, ...]] = field(default_factory=dict, repr=False)
 
-    @property
-    def unreadable(self) -> tuple[str, ...]:
-        """Everything that could not be interpreted: named in the card detail, never used."""
-        rejected = (problem for problem in self._checked.values() if problem)
-        return self.read_errors + tuple(rejected)
-
-    def interpretable(self, reference: str, resource: dict) -> bool:
-        """Whether a resource a rule is about to use is valid FHIR R4B (checked once, lazily,
-        so that a record of thousands of resources pays only for those the rules touch)."""
-        if reference not in self._checked:
-            self._checked[reference] = fhir_problem(reference, resource)
-        return self._checked[reference] is None
+    # --- who -----------------------------------------------------------------------------
 
     @property
     def patient_reference(self) -> str:
@@ -258,29 +313,43 @@ class Chart:
         before_birthday = (today.month, today.day) < (self.birth_date.month, self.birth_date.day)
         return today.year - self.birth_date.year - before_birthday
 
-    def value_set(self, name: str) -> ValueSet:
-        return self.terminology[name]
-
     def since(self, days: int) -> datetime:
         return self.now - timedelta(days=days)
 
+    # --- concepts --------------------------------------------------------------------------
+
+    def _within(self, matches: Iterable[Match], within_days: int | None) -> list[Match]:
+        if within_days is None:
+            return list(matches)
+        since = self.since(within_days)
+        return [m for m in matches if m.fact.when is not None and m.fact.when >= since]
+
     def conditions_in(self, group: str, within_days: int | None = None) -> list[Match]:
-        return list(self._matching(self.conditions, group, within_days))
+        """Conditions that count (active, recurrence, relapse, or no status) in the group."""
+        return self._within(self.current.get(group, ()), within_days)
 
     def past_conditions_in(self, group: str, within_days: int | None = None) -> list[Match]:
-        return list(self._matching(self.past_conditions, group, within_days))
+        """Inactive or resolved Conditions of the group, and names that say "history of"."""
+        return self._within(self.past.get(group, ()), within_days)
 
     def observations_in(self, group: str, within_days: int | None = None) -> list[Match]:
-        """Observations coded in the group, not negated (a finding recorded as absent)."""
+        """Finding Observations of the group that record it present."""
+        return self._within(self.findings.get(group, ()), within_days)
+
+    def observations_coded(self, group: str, within_days: int | None = None) -> list[Match]:
+        """Every Observation coded in the group, whatever its value (pregnancy status, dates)."""
+        return self._within(self.coded_observations.get(group, ()), within_days)
+
+    def noted_in(self, group: str, *statuses: str) -> list[Match]:
+        """Findings of the group read from the draft note, with one of the statuses (default:
+        current, "affirmed"; "possible" ones are supporting evidence only). Dated now."""
         return [
-            m
-            for m in self._matching(self.observations, group, within_days)
-            if not is_negated(m.fact.resource)
+            m for status in statuses or ("affirmed",) for m in self.noted.get((group, status), ())
         ]
 
     def findings_in(self, group: str, within_days: int | None = None) -> list[Match]:
-        """A symptom or problem, whether coded as a Condition or as an Observation finding, or
-        written in the draft note as current (dated now)."""
+        """A symptom or problem, coded as a Condition or an Observation finding, or written in
+        the draft note as current (dated now)."""
         return (
             self.conditions_in(group, within_days)
             + self.observations_in(group, within_days)
@@ -291,18 +360,50 @@ class Chart:
         """A problem that counts: an active Condition, or current in the draft note."""
         return self.conditions_in(group) + self.noted_in(group)
 
-    def noted_in(self, group: str, *statuses: str) -> list[Match]:
-        """Findings of the group read from the draft note, with one of the statuses (default:
-        current, "affirmed"; "possible" ones are supporting evidence only). Dated now."""
-        wanted = statuses or ("affirmed",)
-        value_set = self.terminology.value_sets.get(group)
-        found = []
-        for fact in self.note_facts:
-            if group in fact.groups and fact.status in wanted:
-                coding = value_set.match(fact.code) if value_set else None
-                coding = coding or next(codings_of(fact.code), None) or Coding("", "")
-                found.append(Match(fact, coding))
-        return found
+    # --- labs, medications, allergies, orders ----------------------------------------------
+
+    def results(self, lab: Lab) -> tuple[list[LabResult], list[Unreadable]]:
+        """Readable results within the lab's lookback, newest first; and what was unreadable."""
+        since = self.since(lab.lookback_days)
+        latest_allowed = self.now + timedelta(days=1)
+        readable = [
+            r
+            for r in self.lab_results.get(lab.value_set, ())
+            if since <= r.fact.when <= latest_allowed
+        ]
+        return readable, list(self.lab_unreadable.get(lab.value_set, ()))
+
+    def latest_result(self, lab: Lab) -> tuple[LabResult | None, list[Unreadable]]:
+        readable, unreadable = self.results(lab)
+        return (readable[0] if readable else None), unreadable
+
+    def medications_in(self, group: str) -> list[tuple[Medication, Coding | None]]:
+        """Active medications in the group, each with the coding that matched (None: by name)."""
+        return list(self.medications.get(group, ()))
+
+    def allergies_in(self, group: str) -> list[tuple[Allergy, Coding | None]]:
+        return list(self.allergies.get(group, ()))
+
+    def orders_in(self, group: str) -> list[tuple[Order, Coding | None]]:
+        """The orders to check (selected at order-select, all at order-sign) in the group."""
+        chosen = {o.reference for o in self.orders_to_check}
+        return [(o, c) for o, c in self.orders.get(group, ()) if o.reference in chosen]
+
+    def draft_orders_in(self, group: str) -> list[tuple[Order, Coding | None]]:
+        """Every draft order of the request in the group, checked or not."""
+        return list(self.orders.get(group, ()))
+
+    def orders_for(self, group: str) -> list[Order]:
+        """Draft orders whose reason is in the group ("for cramps")."""
+        return list(self.order_reasons.get(group, ()))
+
+    def sites_of(self, fact: Fact) -> frozenset[str]:
+        """The concept groups of a record's body sites (SCIATIC_PATH_SITE, SADDLE_SITE, ...)."""
+        return self.sites.get(fact.reference, frozenset())
+
+    @property
+    def orders_to_check(self) -> tuple[Order, ...]:
+        return _orders_to_check(self.hook, self.draft_orders, self.selections)
 
     def note_fact(self, reference: str | None) -> NoteFact | None:
         return self._note_facts_by_reference.get(reference) if reference else None
@@ -311,221 +412,59 @@ class Chart:
     def _note_facts_by_reference(self) -> dict[str, NoteFact]:
         return {fact.reference: fact for fact in self.note_facts}
 
-    @cached_property
-    def note_facts(self) -> tuple[NoteFact, ...]:
-        """One fact per concept, status and side the note mentions (its first mention, or the
-        first that names a body site), for the statuses rules read."""
-        if not self.note_findings:
-            return ()
-        lexicon = notes.lexicon()
-        chosen: dict[tuple, NoteFinding] = {}
-        for finding in self.note_findings:
-            if finding.status not in USED_NOTE_STATUSES:
-                continue
-            key = (finding.concept, finding.status, finding.side)
-            if key not in chosen or (chosen[key].site is None and finding.site is not None):
-                chosen[key] = finding
-        facts, references = [], set()
-        for finding in sorted(chosen.values(), key=lambda f: f.start):
-            concept = lexicon.concepts[finding.concept]
-            reference = f"{self.note_reference}, characters {finding.start}-{finding.end}"
-            if reference in references:
-                reference += f" ({concept.label.lower()})"
-            references.add(reference)
-            code, quote = _located(finding, concept.label), finding.quote(self.note_text)
-            facts.append(
-                NoteFact(
-                    reference,
-                    code,
-                    ("recordedDate",),
-                    self._note_condition(finding, concept, code, quote),
-                    finding=finding,
-                    quote=quote,
-                    groups=concept.groups,
-                    coded=self._coded(finding.concept),
-                )
-            )
-        return tuple(facts)
-
-    def _coded(self, group: str) -> bool:
-        if group not in self.terminology.value_sets:
-            return False
-        return bool(self.conditions_in(group) or self.observations_in(group))
-
-    def _note_condition(
-        self, finding: NoteFinding, concept: notes.Concept, code: dict, quote: str
-    ) -> dict:
-        """The Condition a note finding would be added to the problem list as."""
-        condition = {
-            "resourceType": "Condition",
-            "clinicalStatus": {"coding": [{"system": CLINICAL_SYSTEM, "code": "active"}]},
-            "verificationStatus": {
-                "coding": [{"system": VERIFICATION_SYSTEM, "code": "provisional"}]
-            },
-            "category": [
-                {
-                    "coding": [
-                        {
-                            "system": CATEGORY_SYSTEM,
-                            "code": "problem-list-item",
-                            "display": "Problem List Item",
-                        }
-                    ]
-                }
-            ],
-            "code": code,
-            "subject": {"reference": self.patient_reference},
-            "recordedDate": self.now.date().isoformat(),
-            "note": [{"text": f"Read from the draft note at signing: “{quote}”"}],
-        }
-        if concept.body_site:
-            condition["bodySite"] = [concept.body_site]
-        elif finding.site in LOCATED_SITES:
-            condition["bodySite"] = [{"text": " ".join(filter(None, (finding.side, finding.site)))}]
-        return condition
-
-    def _index(self, facts: tuple[Fact, ...]) -> dict[tuple[str, str], list[Posting]]:
-        """(system, normalised code) -> where it is coded: (fact position, coding position,
-        coding), built once per list of facts."""
-        index = self._indexes.get(id(facts))
-        if index is None:
-            index = {}
-            for position, fact in enumerate(facts):
-                for rank, coding in enumerate(codings_of(fact.code)):
-                    key = (coding.system, normalise(coding.system, coding.code))
-                    index.setdefault(key, []).append((position, rank, coding))
-            self._indexes[id(facts)] = index
-        return index
-
-    def _matching(self, facts: tuple[Fact, ...], group: str, within: int | None) -> Iterator[Match]:
-        """Facts coded in the group, in record order. An index of the record's codes means a
-        lookup costs the number of distinct codes, not the number of resources."""
-        since = self.since(within) if within is not None else None
-        for fact, coding in self._coded_in(facts, group):
-            if since is not None and fact.when is None:
-                self._checked.setdefault(
-                    f"{fact.reference}#date",
-                    f"{fact.reference}: no readable date (not interpretable)",
-                )
-                continue
-            if since is not None and fact.when < since:
-                continue
-            if self.interpretable(fact.reference, fact.resource):
-                yield Match(fact, coding)
-
-    def _coded_in(self, facts: tuple[Fact, ...], group: str) -> list[tuple[Fact, Coding]]:
-        """The facts coded in the group, each with its first coding that is (as ValueSet.match
-        would answer), found through the index: a lookup per listed code, and a look at each
-        distinct code of the record only for groups with prefix entries."""
-        hits = self._hits.get((id(facts), group))
-        if hits is None:
-            value_set = self.terminology[group]
-            index = self._index(facts)
-            postings: list[Posting] = []
-            if len(value_set.exact) < len(index):  # walk the smaller side: groups list
-                for key in value_set.exact:  # tens to hundreds of codes, records one to
-                    postings += index.get(key, ())  # thousands of distinct ones
-            else:
-                for key, found in index.items():
-                    if key in value_set.exact:
-                        postings += found
-            for key, word in value_set.unverified.items():
-                postings += [
-                    p
-                    for p in index.get(key, ())
-                    if word in p[2].display.lower()
-                    or word in concept_text(facts[p[0]].code).lower()
-                ]
-            if value_set.prefixes:
-                listed = value_set.keys
-                for key, found in index.items():
-                    if key not in listed and value_set.could_match(key):
-                        postings += found
-            first: dict[int, tuple[int, Coding]] = {}
-            for position, rank, coding in postings:
-                if position not in first or rank < first[position][0]:
-                    first[position] = (rank, coding)
-            hits = [(facts[position], first[position][1]) for position in sorted(first)]
-            self._hits[(id(facts), group)] = hits
-        return hits
-
-    def results(self, lab: Lab) -> tuple[list[LabResult], list[str]]:
-        """Readable results within the lab's lookback, newest first; and what was unreadable."""
-        latest_allowed = self.now + timedelta(days=1)
-        readable: list[LabResult] = []
-        unreadable: list[str] = []
-        for match in self._matching(self.observations, lab.value_set, lab.lookback_days):
-            fact = match.fact
-            if fact.when > latest_allowed:
-                continue
-            result = _lab_value(lab, fact)
-            if isinstance(result, str):
-                unreadable.append(result)
-            else:
-                readable.append(result)
-        readable.sort(key=lambda r: r.fact.when, reverse=True)
-        return readable, unreadable
-
-    def latest_result(self, lab: Lab) -> tuple[LabResult | None, list[str]]:
-        readable, unreadable = self.results(lab)
-        return (readable[0] if readable else None), unreadable
-
-    def medications_in(self, group: str) -> list[tuple[Medication, str]]:
-        """Active medications in the group, each with the code or name that matched."""
-        value_set = self.terminology[group]
-        matched = ((m, value_set.identify(m.concept)) for m in self.medications)
-        return [
-            (medication, how)
-            for medication, how in matched
-            if how is not None and self.interpretable(medication.reference, medication.resource)
-        ]
-
-    @property
-    def orders_to_check(self) -> tuple[Order, ...]:
-        """The orders named in `selections` at order-select, every draft order at order-sign."""
-        if self.hook == "order-select":
-            return tuple(o for o in self.draft_orders if o.reference in set(self.selections))
-        if self.hook == "order-sign":
-            return self.draft_orders
-        return ()
-
 
 def is_negated(observation: dict) -> bool:
-    """A symptom Observation that records the finding as absent (valueBoolean false, "absent")."""
+    """A finding Observation that records the finding as absent."""
     if observation.get("valueBoolean") is False:
         return True
     value = observation.get("valueCodeableConcept")
     if isinstance(value, dict):
-        if concept_text(value).strip().lower() in {"absent", "no", "none", "negative"}:
+        if concept_text(value).strip().lower() in ABSENT_WORDS:
             return True
         return any(
-            c.code in ABSENT_CODES or c.display.lower() in {"absent", "no", "none"}
+            c.code in ABSENT_CODES or c.display.strip().lower() in ABSENT_WORDS
             for c in codings_of(value)
         )
+    if isinstance(value := observation.get("valueString"), str):
+        return value.strip().lower() in ABSENT_WORDS
     return False
 
 
-def _lab_value(lab: Lab, fact: Fact) -> LabResult | str:
+# --- reading values ------------------------------------------------------------------------
+
+
+def _lab_value(lab: Lab, fact: Fact, by_name: bool) -> LabResult | Unreadable:
+    subject, day = fact.name or lab.name, fact.day
     quantity = fact.resource.get("valueQuantity")
     if not isinstance(quantity, dict):
-        return f"{fact.reference}: {lab.name} has no numeric value (not interpretable)"
+        return Unreadable("no-value", subject, day)
     value, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
     number = _finite(value)
     if number is None:
-        return f"{fact.reference}: {lab.name} value is not a finite number (not interpretable)"
+        return Unreadable("not-a-number", subject, day)
     if not isinstance(unit, str) or not unit:
-        return f"{fact.reference}: {lab.name} {value} has no unit (not interpretable)"
+        return Unreadable("no-unit", subject, day, (("value", f"{number:g}"),))
     converted = lab.to_canonical(number, unit)
     if converted is None:
-        return f"{fact.reference}: {lab.name} {value} {unit}: unit not interpretable"
+        return Unreadable("unit", subject, day, (("value", f"{number:g}"), ("unit", unit)))
     low, high = _reference_range(lab, fact.resource)
     return LabResult(
-        lab, fact, converted, f"{value:g} {unit}", _interpretation(fact.resource), low, high
+        lab,
+        fact,
+        converted,
+        f"{number:g} {unit}",
+        _interpretation(fact.resource),
+        low,
+        high,
+        by_name,
     )
 
 
 def _interpretation(resource: dict) -> str | None:
-    for concept in resource.get("interpretation") or []:
+    interpretations = resource.get("interpretation") or []
+    if isinstance(interpretations, dict):
+        interpretations = [interpretations]
+    for concept in interpretations if isinstance(interpretations, list) else []:
         for coding in codings_of(concept):
             if coding.code in DECIDING_INTERPRETATION:
                 return coding.code
@@ -533,7 +472,8 @@ def _interpretation(resource: dict) -> str | None:
 
 
 def _reference_range(lab: Lab, resource: dict) -> tuple[float | None, float | None]:
-    for entry in resource.get("referenceRange") or []:
+    ranges = resource.get("referenceRange") or []
+    for entry in ranges if isinstance(ranges, list) else []:
         if isinstance(entry, dict):
             return _bound(lab, entry.get("low")), _bound(lab, entry.get("high"))
     return None, None
@@ -561,6 +501,198 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _analyte_words(text: str) -> tuple[str, ...]:
+    return tuple("".join(c if c.isalnum() or c == "+" else " " for c in text.lower()).split())
+
+
+def lab_by_name(concept: object, unit: object) -> Lab | None:
+    """The analyte a local lab code names (its text or a display), when the unit is one of the
+    analyte's: "POTASSIUM" in mmol/L is a potassium; "Calcium, ionized" is never a total."""
+    if not isinstance(unit, str) or not unit:
+        return None
+    texts = [concept_text(concept)] + [c.display for c in codings_of(concept)]
+    for text in filter(None, texts):
+        words = _analyte_words(text)
+        joined = f" {' '.join(words)} "
+        for lab in LABS:
+            if lab.to_canonical(1.0, unit) is None:
+                continue
+            if any(f" {w} " in joined for w in lab.not_with):
+                continue
+            if any(f" {' '.join(_analyte_words(name))} " in joined for name in lab.names):
+                return lab
+    return None
+
+
+# --- building the chart --------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _read_name(text: str) -> tuple[tuple[str, str], ...]:
+    """(group, status) pairs the lexicon reads in a record's name: once per distinct text."""
+    reader = getattr(notes, "read_name", notes.read_note)
+    lexicon = notes.lexicon()
+    pairs: dict[tuple[str, str], None] = {}
+    for finding in reader(text):
+        for group in lexicon.concepts[finding.concept].groups:
+            pairs[(group, finding.status)] = None
+    return tuple(pairs)
+
+
+def _names_of(concept: dict) -> list[str]:
+    texts = [concept_text(concept)] + [c.display for c in codings_of(concept)]
+    if isinstance(concept, dict):  # codings without a system still carry a display
+        texts += [
+            c["display"]
+            for c in concept.get("coding") or []
+            if isinstance(c, dict) and isinstance(c.get("display"), str) and not c.get("system")
+        ]
+    return list(dict.fromkeys(t.strip() for t in texts if t and t.strip()))
+
+
+def _by_name(concept: dict) -> dict[str, str]:
+    """Group -> status, for a record whose codes no value set knows: its text and displays read
+    through the lexicon. Affirmed wins over historical, which wins over other statuses."""
+    rank = {"affirmed": 0, "historical": 1}
+    found: dict[str, str] = {}
+    for text in _names_of(concept):
+        for group, status in _read_name(text):
+            if group not in found or rank.get(status, 9) < rank.get(found[group], 9):
+                found[group] = status
+    return found
+
+
+class _Builder:
+    def __init__(self, terminology: Terminology, now: datetime, unreadable: list[Unreadable]):
+        self.terminology = terminology
+        self.now = now
+        self.oldest = now - timedelta(days=OLDEST_USED_DAYS)
+        self.unreadable = unreadable
+        self.current: dict[str, list[Match]] = {}
+        self.past: dict[str, list[Match]] = {}
+        self.findings: dict[str, list[Match]] = {}
+        self.coded_observations: dict[str, list[Match]] = {}
+        self.lab_results: dict[str, list[LabResult]] = {}
+        self.lab_unreadable: dict[str, list[Unreadable]] = {}
+        self.sites: dict[str, frozenset[str]] = {}
+
+    def site_groups(self, fact: Fact) -> frozenset[str]:
+        """The groups a record's body sites belong to, by code or by name; recorded once."""
+        if fact.reference in self.sites:
+            return self.sites[fact.reference]
+        found: set[str] = set()
+        for site in fact.body_sites:
+            found |= self.terminology.classify(site).keys()
+            found |= self.terminology.named(site).keys()
+        self.sites[fact.reference] = frozenset(found)
+        return self.sites[fact.reference]
+
+    def valid(self, fact: Fact, dated: bool) -> bool:
+        """Whether a classified record can be used: valid FHIR R4B where rules read it, and,
+        when it needs a date, with a readable one. Otherwise it is named as unreadable."""
+        problem = fhir_problem(fact.reference, fact.resource)
+        if problem is not None:
+            where = problem.split(" at ", 1)[1].split(" ", 1)[0] if " at " in problem else ""
+            self.unreadable.append(
+                Unreadable("invalid", fact.name, fact.day, (("where", where or "resource"),))
+            )
+            return False
+        if dated and fact.when is None:
+            self.unreadable.append(Unreadable("no-date", fact.name))
+            return False
+        return True
+
+    def groups(self, concept: dict) -> dict[str, Hit]:
+        return self.terminology.classify(concept)
+
+    def saddle(self, fact: Fact, hits: dict[str, Hit]) -> None:
+        """Numbness coded as a nerve symptom that describes the saddle area (its name, or a
+        saddle body site) is saddle anaesthesia, never a nerve symptom."""
+        if not SENSORY_GROUPS & hits.keys():
+            return
+        at_saddle = "SADDLE_SITE" in self.site_groups(fact)
+        named = any(
+            group == "SADDLE_ANAESTHESIA" and status == "affirmed"
+            for text in _names_of(fact.code)
+            for group, status in _read_name(text)
+        )
+        if at_saddle or named:
+            coding = next(
+                (hits[g].coding for g in ("NERVE_SYMPTOM", "SENSORY_LOSS") if g in hits), None
+            )
+            hits.pop("NERVE_SYMPTOM", None)
+            hits["SADDLE_ANAESTHESIA"] = Hit("SADDLE_ANAESTHESIA", coding)
+
+    def condition(self, fact: Fact, counts: bool) -> None:
+        hits = self.groups(fact.code)
+        statuses: dict[str, str] = {}
+        if not hits:
+            statuses = _by_name(fact.code)
+            if not statuses:
+                return
+        else:
+            self.saddle(fact, hits)
+        if not self.valid(fact, dated=False):
+            return
+        if fact.body_sites:
+            self.site_groups(fact)
+        for group, hit in hits.items():
+            (self.current if counts else self.past).setdefault(group, []).append(
+                Match(fact, hit.coding)
+            )
+        for group, status in statuses.items():
+            if status == "affirmed":
+                (self.current if counts else self.past).setdefault(group, []).append(Match(fact))
+            elif status == "historical":
+                self.past.setdefault(group, []).append(Match(fact))
+
+    def observation(self, fact: Fact) -> None:
+        hits = self.groups(fact.code)
+        quantity = fact.resource.get("valueQuantity")
+        labs = [LAB_GROUPS[g] for g in hits if g in LAB_GROUPS]
+        by_name = False
+        if not hits and isinstance(quantity, dict):
+            lab = lab_by_name(fact.code, quantity.get("code") or quantity.get("unit"))
+            if lab is not None:
+                labs, by_name = [lab], True
+        if labs:
+            if fact.when is not None and fact.when < self.oldest:
+                return
+            if not self.valid(fact, dated=True):
+                return
+            for lab in labs:
+                result = _lab_value(lab, fact, by_name)
+                if isinstance(result, Unreadable):
+                    self.lab_unreadable.setdefault(lab.value_set, []).append(result)
+                else:
+                    self.lab_results.setdefault(lab.value_set, []).append(result)
+            return
+        statuses: dict[str, str] = {}
+        if not hits:
+            if isinstance(quantity, dict):
+                return  # a measurement of something no rule reads
+            statuses = _by_name(fact.code)
+            if not statuses:
+                return
+        else:
+            self.saddle(fact, hits)
+        if fact.when is not None and fact.when < self.oldest:
+            return
+        if not self.valid(fact, dated=True):
+            return
+        present = not is_negated(fact.resource)
+        if fact.body_sites:
+            self.site_groups(fact)
+        for group, hit in hits.items():
+            match = Match(fact, hit.coding)
+            self.coded_observations.setdefault(group, []).append(match)
+            if present:
+                self.findings.setdefault(group, []).append(match)
+        for group, status in statuses.items():
+            if status == "affirmed" and present:
+                self.findings.setdefault(group, []).append(Match(fact))
+
+
 def build_chart(
     hook: str,
     context: dict,
@@ -570,17 +702,25 @@ def build_chart(
 ) -> Chart:
     patient_id = str(context["patientId"])
     patient = next((p for p in gathered.of_type("Patient") if p.get("id") == patient_id), None)
-    unreadable: list[str] = []
+    unreadable: list[Unreadable] = []
     mine = {
-        kind: _about(gathered.of_type(kind), patient_id, kind, unreadable)
-        for kind in ("Condition", "Observation", "MedicationRequest")
+        kind: _about(gathered.of_type(kind), patient_id, unreadable)
+        for kind in (
+            "Condition",
+            "Observation",
+            "MedicationRequest",
+            "MedicationStatement",
+            "AllergyIntolerance",
+        )
     }
-    conditions, past_conditions = [], []
+    builder = _Builder(terminology, now, unreadable)
     for fact, counts in _conditions(mine["Condition"], unreadable):
-        (conditions if counts else past_conditions).append(fact)
+        builder.condition(fact, counts)
+    for fact in _observations(mine["Observation"], unreadable):
+        builder.observation(fact)
     gaps = list(gathered.gaps)
     if patient is None:
-        gaps.append(f"Patient/{patient_id} was not available (age and sex unknown)")
+        unreadable.append(Unreadable("no-patient"))
     patient = patient or {}
     medications_by_id = {
         m.get("id"): m for m in gathered.of_type("Medication") if isinstance(m.get("id"), str)
@@ -592,42 +732,147 @@ def build_chart(
     if hook == NOTE_SIGN_HOOK and note_text:
         if len(note_text) > notes.MAX_NOTE_CHARS:
             unreadable.append(
-                f"the draft note is longer than {notes.MAX_NOTE_CHARS} characters: "
-                "only its beginning was read"
+                Unreadable("note-too-long", values=(("limit", str(notes.MAX_NOTE_CHARS)),))
             )
         try:
             note_findings = notes.read_note(note_text)
         except Exception as error:  # a defect of the reader must not cost the coded data's cards
             log.error("the note reader failed: %s (note text not logged)", type(error).__name__)
-            unreadable.append("the draft note's text could not be read (not interpretable)")
+            unreadable.append(Unreadable("note-unreadable"))
     note_id = note.get("id") if isinstance(note, dict) else None
+    note_reference = f"DocumentReference/{note_id}" if isinstance(note_id, str) else "draft note"
+    medications = _medications(
+        mine["MedicationRequest"], mine["MedicationStatement"], medications_by_id
+    )
+    draft_orders = tuple(_orders(context.get("draftOrders")))
+    selections = tuple(s for s in context.get("selections") or () if isinstance(s, str))
+    coded = {g for index in (builder.current, builder.findings) for g in index}
+    note_facts = _note_facts(
+        note_findings, note_text, note_reference, f"Patient/{patient_id}", now, coded
+    )
+    noted: dict[tuple[str, str], list[Match]] = {}
+    for fact in note_facts:
+        for group in fact.groups:
+            noted.setdefault((group, fact.status), []).append(Match(fact, _first_coding(fact)))
     return Chart(
         hook=hook,
         now=now,
         patient_id=patient_id,
         birth_date=fhirdates.parse_date(patient.get("birthDate")),
         sex=gender if isinstance(gender, str) else None,
-        conditions=tuple(conditions),
-        past_conditions=tuple(past_conditions),
-        observations=tuple(_observations(mine["Observation"], unreadable)),
-        medications=tuple(_medications(mine["MedicationRequest"], medications_by_id)),
-        draft_orders=tuple(_orders(context.get("draftOrders"))),
-        selections=tuple(s for s in context.get("selections") or () if isinstance(s, str)),
         note_text=note_text,
         gaps=tuple(gaps),
-        read_errors=tuple(unreadable),
+        unreadable=tuple(dict.fromkeys(unreadable)),
         terminology=terminology,
+        current=_freeze(builder.current),
+        past=_freeze(builder.past),
+        findings=_freeze(builder.findings),
+        coded_observations=_freeze(builder.coded_observations),
+        lab_results={
+            k: tuple(sorted(v, key=lambda r: r.fact.when, reverse=True))
+            for k, v in builder.lab_results.items()
+        },
+        lab_unreadable={k: tuple(v) for k, v in builder.lab_unreadable.items()},
+        medications=_classified(medications, terminology, _medication_extra),
+        allergies=_classified(
+            list(_allergies(mine["AllergyIntolerance"])), terminology, lambda _: ()
+        ),
+        allergies_known="allergies" not in gathered.unavailable,
+        draft_orders=draft_orders,
+        orders=_classified(list(draft_orders), terminology, lambda _: ()),
+        sites=dict(builder.sites),
+        order_reasons=_by_reason(draft_orders, terminology),
+        selections=selections,
         note_findings=note_findings,
-        note_reference=f"DocumentReference/{note_id}" if isinstance(note_id, str) else "draft note",
+        note_facts=note_facts,
+        noted={k: tuple(v) for k, v in noted.items()},
+        note_reference=note_reference,
     )
 
 
-def _about(resources: list[dict], patient_id: str, kind: str, unreadable: list[str]) -> list[dict]:
+def _by_reason(orders: tuple[Order, ...], terminology: Terminology) -> dict[str, tuple]:
+    """Draft orders by the groups of their reasonCode: by code, else by name."""
+    out: dict[str, list[Order]] = {}
+    for order in orders:
+        groups: set[str] = set()
+        for reason in order.reasons:
+            if not isinstance(reason, dict):
+                continue
+            found = terminology.classify(reason).keys()
+            if not found:
+                found = {g for g, status in _by_name(reason).items() if status == "affirmed"}
+            groups |= set(found)
+        for group in groups:
+            out.setdefault(group, []).append(order)
+    return {group: tuple(found) for group, found in out.items()}
+
+
+def _freeze(index: dict[str, list[Match]]) -> Index:
+    return {group: tuple(matches) for group, matches in index.items()}
+
+
+def _first_coding(fact: NoteFact) -> Coding | None:
+    return next(codings_of(fact.code), None)
+
+
+def _orders_to_check(hook: str, orders: tuple[Order, ...], selections: tuple[str, ...]):
+    if hook == "order-select":
+        chosen = set(selections)
+        return tuple(o for o in orders if o.reference in chosen)
+    if hook == "order-sign":
+        return orders
+    return ()
+
+
+def _medication_extra(medication: Medication) -> tuple[str, ...]:
+    """Aspirin above 325 mg a dose is an NSAID at analgesic doses (the catalog's NSAID)."""
+    names = " ".join(_names_of(medication.concept)).lower()
+    if "aspirin" not in names and "acetylsalicylic" not in names:
+        return ()
+    dose = _dose_mg(medication.resource)
+    if dose is None:
+        strengths = [float(m) for m in _MG.findall(names)]
+        dose = max(strengths) if strengths else None
+    return ("NSAID",) if dose is not None and dose > ASPIRIN_ANALGESIC_ABOVE_MG else ()
+
+
+def _dose_mg(resource: dict) -> float | None:
+    for instruction in resource.get("dosageInstruction") or []:
+        if not isinstance(instruction, dict):
+            continue
+        for rate in instruction.get("doseAndRate") or []:
+            quantity = rate.get("doseQuantity") if isinstance(rate, dict) else None
+            if (
+                isinstance(quantity, dict)
+                and (quantity.get("code") or quantity.get("unit")) == "mg"
+            ):
+                number = _finite(quantity.get("value"))
+                if number is not None:
+                    return number
+    return None
+
+
+def _classified(items: list, terminology: Terminology, extra) -> dict:
+    """Group -> (item, coding or None) for medications, allergies and orders: by code, else by
+    ingredient or class name (whole words)."""
+    out: dict[str, list] = {}
+    for item in items:
+        hits = terminology.classify(item.concept)
+        for group, hit in terminology.named(item.concept).items():
+            hits.setdefault(group, hit)
+        for group in extra(item):
+            hits.setdefault(group, Hit(group, None))
+        for group, hit in hits.items():
+            out.setdefault(group, []).append((item, hit.coding))
+    return {group: tuple(found) for group, found in out.items()}
+
+
+def _about(resources: list[dict], patient_id: str, unreadable: list[Unreadable]) -> list[dict]:
     """The resources about this patient; how many name another one goes in the card detail."""
     mine = [r for r in resources if _about_patient(r, patient_id)]
     if len(mine) < len(resources):
         others = len(resources) - len(mine)
-        unreadable.append(f"{others} {kind} resource(s) name another patient as subject: not used")
+        unreadable.append(Unreadable("other-patient", values=(("count", str(others)),)))
     return mine
 
 
@@ -663,48 +908,88 @@ def _reference(resource: dict) -> str:
     return f"{resource.get('resourceType')}/{rid if isinstance(rid, str) else '?'}"
 
 
-def _conditions(resources: list[dict], unreadable: list[str]) -> Iterator[tuple[Fact, bool]]:
+def _conditions(resources: list[dict], unreadable: list[Unreadable]) -> Iterator[tuple[Fact, bool]]:
     """Each Condition not refuted or entered in error, and whether it counts as current."""
     for resource in resources:
         clinical = _status(resource.get("clinicalStatus"))
         if _status(resource.get("verificationStatus")) in EXCLUDED_VERIFICATION:
             continue
-        reference = _reference(resource)
         code = resource.get("code")
         if not isinstance(code, dict):
-            unreadable.append(f"{reference}: no code (not interpretable)")
+            unreadable.append(Unreadable("no-code", "a Condition"))
             continue
-        fact = Fact(reference, code, CONDITION_DATES, resource)
-        yield fact, clinical in COUNTING_CLINICAL | {None}
+        counts = clinical in COUNTING_CLINICAL | {None}
+        source = "problem-list" if counts else "past-problem"
+        yield Fact(_reference(resource), code, CONDITION_DATES, resource, source), counts
 
 
-def _observations(resources: list[dict], unreadable: list[str]) -> Iterator[Fact]:
+def _observation_source(resource: dict) -> str:
+    categories = resource.get("category")
+    codes = {
+        c.code
+        for concept in (categories if isinstance(categories, list) else [categories])
+        for c in codings_of(concept)
+    }
+    if "laboratory" in codes:
+        return "lab"
+    if "vital-signs" in codes:
+        return "vital-sign"
+    return "finding"
+
+
+def _observations(resources: list[dict], unreadable: list[Unreadable]) -> Iterator[Fact]:
     for resource in resources:
         status = resource.get("status")
         if not isinstance(status, str):  # a list or object: unhashable, and no status at all
-            unreadable.append(f"{_reference(resource)}: status is not a code (not interpretable)")
+            unreadable.append(Unreadable("no-status", "an Observation"))
             continue
         if status not in COUNTING_OBSERVATION:
             continue
-        reference = _reference(resource)
         code = resource.get("code")
         if not isinstance(code, dict):
-            unreadable.append(f"{reference}: no code (not interpretable)")
+            unreadable.append(Unreadable("no-code", "an Observation"))
             continue
-        yield Fact(reference, code, OBSERVATION_DATES, resource)
-
-
-def _medications(resources: list[dict], medications_by_id: dict[str, dict]) -> Iterator[Medication]:
-    for resource in resources:
-        status = resource.get("status")
-        if not isinstance(status, str) or status not in COUNTING_MEDICATION:
-            continue
-        yield Medication(
+        yield Fact(
             _reference(resource),
-            medication_concept(resource, medications_by_id),
-            fhirdates.parse(resource.get("authoredOn")),
+            code,
+            OBSERVATION_DATES,
             resource,
+            _observation_source(resource),
         )
+
+
+def _medications(
+    requests: list[dict], statements: list[dict], medications_by_id: dict[str, dict]
+) -> list[Medication]:
+    out = []
+    for resource, counting, date_field in [
+        *((r, COUNTING_MEDICATION, "authoredOn") for r in requests),
+        *((s, COUNTING_STATEMENT, "effectiveDateTime") for s in statements),
+    ]:
+        status = resource.get("status")
+        if not isinstance(status, str) or status not in counting:
+            continue
+        out.append(
+            Medication(
+                _reference(resource),
+                medication_concept(resource, medications_by_id),
+                fhirdates.parse(resource.get(date_field)),
+                resource,
+            )
+        )
+    return out
+
+
+def _allergies(resources: list[dict]) -> Iterator[Allergy]:
+    for resource in resources:
+        clinical = _status(resource.get("clinicalStatus"))
+        if clinical not in {"active", None}:
+            continue
+        if _status(resource.get("verificationStatus")) in EXCLUDED_VERIFICATION:
+            continue
+        code = resource.get("code")
+        if isinstance(code, dict):
+            yield Allergy(_reference(resource), code)
 
 
 def medication_concept(request: dict, medications_by_id: dict[str, dict] | None = None) -> dict:
@@ -748,7 +1033,7 @@ def _orders(bundle: object) -> Iterator[Order]:
         yield Order(_reference(resource), resource, concept)
 
 
-def _note_text(note: object, unreadable: list[str]) -> str:
+def _note_text(note: object, unreadable: list[Unreadable]) -> str:
     if not isinstance(note, dict):
         return ""
     contents = note.get("content")
@@ -762,8 +1047,94 @@ def _note_text(note: object, unreadable: list[str]) -> str:
         try:
             parts.append(base64.b64decode(attachment["data"], validate=False).decode("utf-8"))
         except (binascii.Error, UnicodeDecodeError):
-            unreadable.append("the draft note's text could not be decoded (not interpretable)")
+            unreadable.append(Unreadable("note-undecodable"))
     return "\n".join(parts)
+
+
+def _note_facts(
+    findings: tuple[NoteFinding, ...],
+    text: str,
+    note_reference: str,
+    patient_reference: str,
+    now: datetime,
+    coded_groups: set[str],
+) -> tuple[NoteFact, ...]:
+    """One fact per concept, status and side the note mentions (its first mention, or the
+    first that names a body site), for the statuses rules read."""
+    if not findings:
+        return ()
+    lexicon = notes.lexicon()
+    chosen: dict[tuple, NoteFinding] = {}
+    for finding in findings:
+        if finding.status not in USED_NOTE_STATUSES:
+            continue
+        key = (finding.concept, finding.status, finding.side)
+        if key not in chosen or (chosen[key].site is None and finding.site is not None):
+            chosen[key] = finding
+    facts, references = [], set()
+    for finding in sorted(chosen.values(), key=lambda f: f.start):
+        concept = lexicon.concepts[finding.concept]
+        reference = f"{note_reference}, characters {finding.start}-{finding.end}"
+        if reference in references:
+            reference += f" ({concept.label.lower()})"
+        references.add(reference)
+        code, quote = _located(finding, concept.label), finding.quote(text)
+        source = {"possible": "note-uncertain", "historical": "note-historical"}.get(
+            finding.status, "draft-note"
+        )
+        coded = bool(coded_groups & set(concept.groups))
+        if source == "draft-note" and coded:
+            source = "draft-note-coded"
+        facts.append(
+            NoteFact(
+                reference,
+                code,
+                ("recordedDate",),
+                _note_condition(patient_reference, now, finding, concept, code, quote),
+                source,
+                finding=finding,
+                quote=quote,
+                groups=concept.groups,
+                coded=coded,
+            )
+        )
+    return tuple(facts)
+
+
+def _note_condition(
+    patient_reference: str,
+    now: datetime,
+    finding: NoteFinding,
+    concept: notes.Concept,
+    code: dict,
+    quote: str,
+) -> dict:
+    """The Condition a note finding would be added to the problem list as."""
+    condition = {
+        "resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"system": CLINICAL_SYSTEM, "code": "active"}]},
+        "verificationStatus": {"coding": [{"system": VERIFICATION_SYSTEM, "code": "provisional"}]},
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": CATEGORY_SYSTEM,
+                        "code": "problem-list-item",
+                        "display": "Problem List Item",
+                    }
+                ]
+            }
+        ],
+        "code": code,
+        "subject": {"reference": patient_reference},
+        "recordedDate": now.date().isoformat(),
+        "note": [{"text": f"Read from the draft note at signing: “{quote}”"}],
+    }
+    if concept.body_site:
+        condition["bodySite"] = [concept.body_site]
+    elif finding.site in LOCATED_SITES:
+        condition["bodySite"] = [{"text": " ".join(filter(None, (finding.side, finding.site)))}]
+    return condition
 
 
 def _located(finding: NoteFinding, label: str) -> dict:

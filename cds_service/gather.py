@@ -30,6 +30,7 @@ class Gathered:
     resources: dict[str, list[dict]] = field(default_factory=dict)
     gaps: list[str] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)  # prefetch keys read from the FHIR server
+    unavailable: set[str] = field(default_factory=set)  # optional keys that could not be had
 
     def of_type(self, resource_type: str) -> list[dict]:
         return self.resources.get(resource_type, [])
@@ -122,6 +123,7 @@ def _fetch(
         if failures:
             raise DataUnavailable(failures)
         gathered.gaps.extend(f"{key}: not provided and no FHIR server named" for key in to_fetch)
+        gathered.unavailable.update(to_fetch)
         return
     token = (request.get("fhirAuthorization") or {}).get("access_token")
     results = client.fetch_all(server, token, to_fetch, deadline)
@@ -142,6 +144,7 @@ def _fetch(
             )
         else:
             gathered.gaps.append(f"{key}: could not be read from the FHIR server ({result.error})")
+            gathered.unavailable.add(key)
     if failures:
         raise DataUnavailable(failures)
 

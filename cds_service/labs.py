@@ -29,6 +29,11 @@ class Lab:
     lookback_days: int
     low_below: float | None = None
     high_above: float | None = None
+    markedly_low_below: float | None = None
+    # Names a local code's display or text gives the analyte (whole words, lower case); a name
+    # counts only with one of the lab's units. `not_with` words make it another analyte.
+    names: tuple[str, ...] = ()
+    not_with: tuple[str, ...] = ()
 
     def to_canonical(self, value: float, unit: str) -> float | None:
         convert = self.converters.get(normalise_unit(unit))
@@ -59,22 +64,139 @@ _PERCENT = _units({("%",): _SAME})
 
 DAYS_12_MONTHS = 365
 
-POTASSIUM = Lab("potassium", "POTASSIUM", "mmol/L", _MOLAR, 90, low_below=3.5)
-SODIUM = Lab("sodium", "SODIUM", "mmol/L", _MOLAR, 90, low_below=135)
-CALCIUM_TOTAL = Lab("calcium (total)", "CALCIUM_TOTAL", "mg/dL", _CALCIUM, 90, low_below=8.5)
-CALCIUM_CORRECTED = Lab(
-    "calcium (albumin-corrected)", "CALCIUM_CORRECTED", "mg/dL", _CALCIUM, 90, low_below=8.5
+_IONIZED = ("ionized", "ionised", "free", "ica")
+POTASSIUM = Lab(
+    "potassium",
+    "POTASSIUM",
+    "mmol/L",
+    _MOLAR,
+    90,
+    low_below=3.5,
+    markedly_low_below=3.0,
+    names=("potassium", "k", "k+"),
 )
-MAGNESIUM = Lab("magnesium", "MAGNESIUM", "mg/dL", _MAGNESIUM, 90, low_below=1.7)
-ELECTROLYTES: tuple[Lab, ...] = (POTASSIUM, SODIUM, CALCIUM_TOTAL, CALCIUM_CORRECTED, MAGNESIUM)
+SODIUM = Lab(
+    "sodium",
+    "SODIUM",
+    "mmol/L",
+    _MOLAR,
+    90,
+    low_below=135,
+    markedly_low_below=125,
+    names=("sodium", "na", "na+"),
+)
+CALCIUM_TOTAL = Lab(
+    "calcium (total)",
+    "CALCIUM_TOTAL",
+    "mg/dL",
+    _CALCIUM,
+    90,
+    low_below=8.5,
+    markedly_low_below=7.5,
+    names=("calcium", "ca"),
+    not_with=(*_IONIZED, "corrected"),
+)
+CALCIUM_CORRECTED = Lab(
+    "calcium (albumin-corrected)",
+    "CALCIUM_CORRECTED",
+    "mg/dL",
+    _CALCIUM,
+    90,
+    low_below=8.5,
+    markedly_low_below=7.5,
+    names=("corrected calcium", "calcium corrected"),
+)
+# Ionized calcium is compared in mmol/L (its own thresholds); never read as a total calcium.
+CALCIUM_IONIZED = Lab(
+    "calcium (ionized)",
+    "CALCIUM_IONIZED",
+    "mmol/L",
+    _units({("mmol/L",): _SAME, ("mg/dL",): _scale(1 / 4.008), ("mEq/L",): _scale(0.5)}),
+    90,
+    low_below=1.12,
+    markedly_low_below=1.0,
+    names=(
+        "ionized calcium",
+        "ionised calcium",
+        "calcium ionized",
+        "calcium ionised",
+        "free calcium",
+        "ica",
+    ),
+)
+MAGNESIUM = Lab(
+    "magnesium",
+    "MAGNESIUM",
+    "mg/dL",
+    _MAGNESIUM,
+    90,
+    low_below=1.7,
+    markedly_low_below=1.2,
+    names=("magnesium", "mg"),
+)
+ELECTROLYTES: tuple[Lab, ...] = (
+    POTASSIUM,
+    SODIUM,
+    CALCIUM_TOTAL,
+    CALCIUM_CORRECTED,
+    CALCIUM_IONIZED,
+    MAGNESIUM,
+)
 
-TSH = Lab("TSH", "TSH", "mIU/L", _TSH, DAYS_12_MONTHS, high_above=4.5)
-EGFR = Lab("eGFR", "EGFR", "mL/min/1.73m2", _EGFR, DAYS_12_MONTHS)
+TSH = Lab("TSH", "TSH", "mIU/L", _TSH, DAYS_12_MONTHS, high_above=4.5, names=("tsh", "thyrotropin"))
+EGFR = Lab(
+    "eGFR",
+    "EGFR",
+    "mL/min/1.73m2",
+    _EGFR,
+    DAYS_12_MONTHS,
+    names=("egfr", "estimated glomerular filtration rate", "gfr"),
+)
 EGFR_CKD_BELOW = 60.0
 EGFR_NSAID_BELOW = 30.0
-TEMPERATURE = Lab("body temperature", "BODY_TEMPERATURE", "Cel", _TEMPERATURE, 7)
+TEMPERATURE = Lab(
+    "body temperature",
+    "BODY_TEMPERATURE",
+    "Cel",
+    _TEMPERATURE,
+    7,
+    names=("temperature", "temp", "body temperature", "oral temperature"),
+)
 FEVER_AT_OR_ABOVE = 38.0
-WEIGHT = Lab("body weight", "BODY_WEIGHT", "kg", _WEIGHT, DAYS_12_MONTHS)
+WEIGHT = Lab(
+    "body weight", "BODY_WEIGHT", "kg", _WEIGHT, DAYS_12_MONTHS, names=("weight", "body weight")
+)
 WEIGHT_LOSS_FRACTION = 0.05
-HBA1C = Lab("HbA1c", "HBA1C", "%", _PERCENT, DAYS_12_MONTHS)
+HBA1C = Lab(
+    "HbA1c",
+    "HBA1C",
+    "%",
+    _PERCENT,
+    DAYS_12_MONTHS,
+    names=("hba1c", "a1c", "hemoglobin a1c", "haemoglobin a1c", "glycated hemoglobin"),
+)
 HBA1C_DIABETES_AT_OR_ABOVE = 6.5
+PVR = Lab(
+    "post-void residual",
+    "POST_VOID_RESIDUAL",
+    "mL",
+    _units({("mL", "ml", "cc"): _SAME}),
+    14,
+    names=("post void residual", "postvoid residual", "pvr", "bladder scan"),
+)
+PVR_ABOVE = 200.0
+# Every lab the chart reads, in the order a local code's name is tried (specific names first).
+LABS: tuple[Lab, ...] = (
+    CALCIUM_IONIZED,
+    CALCIUM_CORRECTED,
+    POTASSIUM,
+    SODIUM,
+    CALCIUM_TOTAL,
+    MAGNESIUM,
+    TSH,
+    EGFR,
+    TEMPERATURE,
+    WEIGHT,
+    HBA1C,
+    PVR,
+)

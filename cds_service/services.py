@@ -20,7 +20,7 @@ class PrefetchQuery:
 
 
 # Everything the rules read: the Patient, Conditions of every category, the Observation
-# categories where labs, vitals and symptom findings live, and medication orders.
+# categories where labs, vitals and symptom findings live, medication orders and allergies.
 PREFETCH: dict[str, PrefetchQuery] = {
     "patient": PrefetchQuery("Patient/{{context.patientId}}"),
     "conditions": PrefetchQuery("Condition?patient={{context.patientId}}"),
@@ -28,6 +28,8 @@ PREFETCH: dict[str, PrefetchQuery] = {
         "Observation?patient={{context.patientId}}&category=laboratory,vital-signs,exam,survey"
     ),
     "medications": PrefetchQuery("MedicationRequest?patient={{context.patientId}}", required=False),
+    # Optional like medications: without them no NSAID is suggested and the cards say why.
+    "allergies": PrefetchQuery("AllergyIntolerance?patient={{context.patientId}}", required=False),
 }
 
 

@@ -22,7 +22,7 @@ from ..content import content_dir
 from ..labs import Lab
 from ..rules import REGISTRY, RULE_IDS
 from ..rules.base import INDICATOR_ORDER
-from ..rules.trigger import cramp_evidence, cramp_reports
+from ..rules.trigger import cramp_evidence
 
 _RULE_PACKAGE = "cds_service.rules"
 SYSTEM_NAMES = {
@@ -127,7 +127,7 @@ def catalog() -> Catalog:
             )
         )
     return Catalog(
-        trigger=_doc(cramp_reports),
+        trigger=_doc(cramp_evidence),
         trigger_value_sets=views(trigger_uses.value_sets),
         rules=tuple(rules),
         override_reason_system=content.common["override_reason_system"],

@@ -4,124 +4,88 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..chart import Chart
-from ..labs import EGFR, EGFR_NSAID_BELOW
-from .base import Evidence, Finding, evidence_of
-from .other_causes import OTHER_CAUSE_RULES
-from .trigger import cramp_reports
+from ..chart import Chart, Match
+from .base import CHART_HOOKS, Evidence, Finding, flags, of, rule
+from .episode import episode_onset, new_episode
+from .nsaid_safety import OLDER_ADULT_AGE, cautions, contraindications
+from .other_causes import OTHER_CAUSE_RULES, fluid_advice
+from .red_flags import RED_FLAG_RULES
+from .trigger import CONDITION_LOOKBACK_DAYS, CRAMP, OBSERVATION_LOOKBACK_DAYS
 
-RED_FLAG_RULES = ("cauda-equina-red-flag", "motor-deficit-red-flag", "serious-pathology-red-flag")
-OLDER_ADULT_AGE = 65
-PEPTIC_LOOKBACK_DAYS = 365
+NOTE_SITES_ON_PATH = {"calf", "hamstring", "thigh", "foot"}
 
 
+@rule("cramp-sciatica-association", hooks=CHART_HOOKS)
 def cramp_sciatica_association(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
     """Active sciatica and no critical card: sciatica may contribute to the cramps."""
     sciatica = chart.problems_in("SCIATICA")
     if not sciatica or any(f.indicator == "critical" for f in prior.values()):
         return None
-    evidence = evidence_of("Sciatica", sciatica)
-    site = sciatic_path_site(chart)
-    nerve = evidence_of("Nerve symptom", chart.findings_in("NERVE_SYMPTOM"))
+    site = of("cramp-site", sciatic_path_cramps(chart))
+    nerve = of("nerve-symptom", chart.findings_in("NERVE_SYMPTOM"))
     # "Possible numbness" in the note: a supporting feature is supporting evidence by nature.
-    nerve += evidence_of("Nerve symptom", chart.noted_in("NERVE_SYMPTOM", "possible"))
-    evidence += site + nerve
-    other_causes = [prior[rule] for rule in OTHER_CAUSE_RULES if rule in prior]
-    both_features = bool(site) and bool(nerve)
-    flags = set()
-    if site:
-        flags.add("site")
-    if nerve:
-        flags.add("nerve")
-    if other_causes:
-        flags.add("other_causes")
-    alternatives = ", ".join(_cause_names(other_causes))
+    nerve += of("nerve-symptom", chart.noted_in("NERVE_SYMPTOM", "possible"))
+    causes = tuple(rule_id for rule_id in OTHER_CAUSE_RULES if rule_id in prior)
+    both = bool(site) and bool(nerve)
     return Finding(
-        "cramp-sciatica-association",
-        "warning" if both_features and not other_causes else "info",
-        tuple(evidence),
-        flags=frozenset(flags),
-        values={"alternatives": alternatives},
+        "warning" if both and not causes else "info",
+        tuple(of("sciatica", sciatica) + site + nerve),
+        flags=flags(site=bool(site), nerve=bool(nerve), other_causes=bool(causes)),
+        decisive=Evidence("sciatica", match=sciatica[0]),
+        reasons=causes,
     )
 
 
-def sciatic_path_site(chart: Chart) -> list[Evidence]:
-    """Cramps located on the sciatic path: calf, lower leg, hamstring or foot."""
-    sites = chart.value_set("SCIATIC_PATH_SITE")
-    calf = chart.value_set("CALF_CRAMP")
-    found = []
-    for match in cramp_reports(chart):
-        if calf.match(match.fact.code) is not None:
-            found.append(Evidence.of_match("Cramp site on the sciatic path (calf)", match))
-            continue
-        for site in match.fact.body_sites:
-            coding = sites.match(site)
-            named = sites.match_name(site)
-            if coding is not None or named is not None:
-                how = f"{coding.system}|{coding.code}" if coding else f"name '{named}'"
-                found.append(
-                    Evidence(
-                        f"Cramp site on the sciatic path: {match.fact.label()}",
-                        match.fact.reference,
-                        how,
-                        date=match.fact.day,
-                    )
-                )
-                break
+def sciatic_path_cramps(chart: Chart) -> list[Match]:
+    """Reported cramps located on the sciatic path: calf, lower leg, hamstring or foot (by a
+    calf cramp code, a body site, or the site the note names)."""
+    calf = {m.fact.reference for m in chart.conditions_in("CALF_CRAMP")}
+    calf |= {m.fact.reference for m in chart.observations_in("CALF_CRAMP")}
+    reports = chart.conditions_in(CRAMP, CONDITION_LOOKBACK_DAYS) + chart.observations_in(
+        CRAMP, OBSERVATION_LOOKBACK_DAYS
+    )
+    found = [
+        m
+        for m in reports
+        if m.fact.reference in calf or "SCIATIC_PATH_SITE" in chart.sites_of(m.fact)
+    ]
+    found += [
+        m
+        for m in chart.noted_in(CRAMP)
+        if m.fact.finding is not None and m.fact.finding.site in NOTE_SITES_ON_PATH
+    ]
     return found
 
 
-def _cause_names(findings: list[Finding]) -> list[str]:
-    names = {
-        "electrolyte-cramp-cause": "low electrolytes",
-        "medication-cramp-cause": "medication",
-        "comorbidity-cramp-cause": "comorbidity",
-    }
-    return [names[f.rule_id] for f in findings]
-
-
-def nsaid_contraindications(chart: Chart) -> list[Evidence]:
-    """Why an NSAID should not be given (the catalog's NSAID_CONTRAINDICATION)."""
-    reasons: list[Evidence] = []
-    egfr, _ = chart.latest_result(EGFR)
-    if egfr is not None and egfr.value < EGFR_NSAID_BELOW:
-        reasons.append(Evidence.of_result(f"eGFR below {EGFR_NSAID_BELOW:g}", egfr))
-    reasons += evidence_of("Severe kidney disease", chart.conditions_in("CKD_SEVERE"))
-    reasons += evidence_of("Pregnancy", chart.conditions_in("PREGNANCY"))
-    reasons += [
-        Evidence.of_medication("Anticoagulant", m, how)
-        for m, how in chart.medications_in("ANTICOAGULANT")
-    ]
-    reasons += evidence_of("Heart failure", chart.conditions_in("HEART_FAILURE"))
-    reasons += evidence_of(
-        "Peptic ulcer or GI bleeding",
-        chart.conditions_in("GI_ULCER_BLEED")
-        + chart.past_conditions_in("GI_ULCER_BLEED", PEPTIC_LOOKBACK_DAYS),
-    )
-    return reasons
-
-
+@rule("sciatica-management", hooks=CHART_HOOKS)
 def sciatica_management(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
-    """The association card fired and no red flag did: the conservative plan."""
+    """The association card fired and no red flag did: the conservative plan, fitted to the
+    episode, with an NSAID offered in one click only when none of its contraindications or
+    cautions is present."""
     if "cramp-sciatica-association" not in prior or any(r in prior for r in RED_FLAG_RULES):
         return None
-    flags = set()
+    blocked = contraindications(chart)
+    careful = cautions(chart)
+    new = new_episode(chart)
+    onset = episode_onset(chart)
     evidence: list[Evidence] = []
-    if chart.age is not None and chart.age >= OLDER_ADULT_AGE:
-        flags.add("older_adult")
-        evidence.append(Evidence(f"Age {chart.age}: skeletal muscle relaxants best avoided"))
-    blocked = nsaid_contraindications(chart)
-    on_nsaid = chart.medications_in("NSAID")
-    values = {}
-    if blocked:
-        flags.add("nsaid_blocked")
-        values["nsaid_blocked_by"] = "; ".join(e.what for e in blocked)
-        evidence += blocked
-    elif on_nsaid:
-        flags.add("nsaid_active")
-        evidence += [Evidence.of_medication("Already on an NSAID", m, h) for m, h in on_nsaid]
-    else:
-        flags.add("nsaid_ok")
+    if onset is not None:
+        evidence.append(Evidence("episode-onset", match=onset))
+    evidence += blocked + careful
+    older = chart.age is not None and chart.age >= OLDER_ADULT_AGE
     return Finding(
-        "sciatica-management", "info", tuple(evidence), flags=frozenset(flags), values=values
+        "info",
+        tuple(evidence),
+        flags=flags(
+            new_episode=new is True,
+            long_episode=new is False,
+            episode_unknown=new is None,
+            older_adult=older,
+            younger_adult=not older,
+            nsaid_blocked=bool(blocked),
+            nsaid_caution=bool(careful) and not blocked,
+            nsaid_ok=not blocked and not careful,
+            **fluid_advice(chart),
+        ),
+        reasons=tuple(dict.fromkeys(e.label for e in blocked + careful)),
     )

@@ -1,76 +1,77 @@
-"""What a rule returns: a Finding with the evidence it used and what it could not read."""
+"""What a rule returns, and how a rule is declared.
+
+A rule is a pure function of the chart (and the findings of rules that ran before it) that
+returns a Finding or None. It says *what* it found, never how to word it: each piece of
+evidence names a label key (`evidence:` in cards/_common.yaml) and the record it rests on; the
+card renders the words. A rule's id is declared once, by the `rule` decorator.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
-from ..chart import Chart, LabResult, Match, Medication, Order
+from ..chart import Allergy, Chart, LabResult, Match, Medication, Order, Unreadable
+from ..terminology import Coding
 
 INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
+# Which hooks run a rule: every hook, or only those where the chart is opened or a note signed.
+ALL_HOOKS = frozenset({"patient-view", "order-select", "order-sign", "dev.crampcds.note-sign"})
+CHART_HOOKS = frozenset({"patient-view", "dev.crampcds.note-sign"})
 
 
 @dataclass(frozen=True)
 class Evidence:
-    what: str
-    reference: str | None = None
-    code: str | None = None  # "system|code", or "name 'x'" for a name match
-    value: str | None = None  # with its unit
-    date: str | None = None
+    """One finding a card lists: a label key, and the record (or value) behind it."""
 
-    def markdown(self) -> str:
-        parts = [self.what]
-        if self.value:
-            parts.append(f"= {self.value}")
-        if self.code:
-            parts.append(f"[{self.code}]")
-        if self.date:
-            parts.append(f"on {self.date}")
-        if self.reference:
-            parts.append(f"({self.reference})")
-        return " ".join(parts)
+    label: str  # a key of `evidence:` in cards/_common.yaml
+    match: Match | None = None
+    result: LabResult | None = None
+    medication: Medication | None = None
+    allergy: Allergy | None = None
+    order: Order | None = None
+    coding: Coding | None = None  # the code that matched a medication, allergy or order
+    # Values the label quotes, e.g. (("age", "78"),); never note text.
+    values: tuple[tuple[str, str], ...] = ()
 
-    @classmethod
-    def of_match(cls, what: str, match: Match) -> Evidence:
-        return cls(
-            f"{what}: {match.fact.label()}", match.fact.reference, match.code, None, match.fact.day
-        )
+    @property
+    def day(self) -> str | None:
+        if self.match is not None:
+            return self.match.fact.day
+        if self.result is not None:
+            return self.result.fact.day
+        if self.medication is not None:
+            return self.medication.day
+        return None
 
-    @classmethod
-    def of_result(cls, what: str, result: LabResult) -> Evidence:
-        return cls(
-            f"{what}: {result.lab.name}",
-            result.fact.reference,
-            None,
-            result.shown(),
-            result.fact.day,
-        )
-
-    @classmethod
-    def of_medication(cls, what: str, medication: Medication, matched: str) -> Evidence:
-        day = medication.when.date().isoformat() if medication.when else None
-        return cls(f"{what}: {medication.label()}", medication.reference, matched, None, day)
-
-    @classmethod
-    def of_order(cls, what: str, order: Order, matched: str | None = None) -> Evidence:
-        return cls(f"{what}: {order.label()}", order.reference, matched)
+    @property
+    def reference(self) -> str | None:
+        """The record it rests on (for note findings and deletions; never shown)."""
+        for record in (self.match and self.match.fact, self.result and self.result.fact):
+            if record is not None:
+                return record.reference
+        for item in (self.medication, self.order, self.allergy):
+            if item is not None:
+                return item.reference
+        return None
 
 
 @dataclass(frozen=True)
 class Finding:
-    rule_id: str
     indicator: str
     evidence: tuple[Evidence, ...] = ()
-    missing: tuple[str, ...] = ()
-    # Switches for the card content (paragraphs and suggestions marked `when: <flag>`).
+    missing: tuple[Unreadable, ...] = ()
+    # Switches for the card content (paragraphs and suggestions marked `when:` / `unless:`).
     flags: frozenset[str] = frozenset()
-    # Short values the card text may quote, e.g. {"drugs": "furosemide"}; never note text.
-    values: Mapping[str, str] = field(default_factory=dict)
+    # The evidence the summary names (its value and date), when there is one.
+    decisive: Evidence | None = None
+    # Label keys the card text lists by name (e.g. the NSAID cautions), in order.
+    reasons: tuple[str, ...] = ()
     # Draft orders a suggestion may delete (order checks): references like ServiceRequest/1.
     orders: tuple[str, ...] = ()
+    rule_id: str = ""  # set by the registry from the rule's declaration
 
 
-# A rule reads the chart and the findings of the rules that ran before it.
 Rule = Callable[[Chart, Mapping[str, Finding]], Finding | None]
 
 
@@ -78,7 +79,44 @@ Rule = Callable[[Chart, Mapping[str, Finding]], Finding | None]
 class RegisteredRule:
     rule_id: str
     evaluate: Rule
+    hooks: frozenset[str] = ALL_HOOKS
+    needs_cramps: bool = True  # the catalog's trigger; cauda equina is the safety exception
+
+    def run(self, chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
+        finding = self.evaluate(chart, prior)
+        return None if finding is None else replace(finding, rule_id=self.rule_id)
 
 
-def evidence_of(what: str, matches: Iterable[Match]) -> list[Evidence]:
-    return [Evidence.of_match(what, m) for m in matches]
+REGISTRY: list[RegisteredRule] = []
+
+
+def rule(rule_id: str, *, hooks: frozenset[str] = ALL_HOOKS, needs_cramps: bool = True):
+    """Declare a rule: its public id (`source.topic.code`), the hooks it runs at, and whether
+    it waits for reported cramps. Rules run in the order they are declared."""
+
+    def declare(function: Rule) -> Rule:
+        REGISTRY.append(RegisteredRule(rule_id, function, hooks, needs_cramps))
+        return function
+
+    return declare
+
+
+def of(label: str, matches: Iterable[Match]) -> list[Evidence]:
+    """Evidence of the label for each match."""
+    return [Evidence(label, match=m) for m in matches]
+
+
+def of_result(label: str, result: LabResult, **values: str) -> Evidence:
+    return Evidence(label, result=result, values=tuple(values.items()))
+
+
+def of_medications(label: str, found: Iterable[tuple[Medication, Coding | None]]) -> list[Evidence]:
+    return [Evidence(label, medication=m, coding=c) for m, c in found]
+
+
+def of_orders(label: str, found: Iterable[tuple[Order, Coding | None]]) -> list[Evidence]:
+    return [Evidence(label, order=o, coding=c) for o, c in found]
+
+
+def flags(**switches: bool) -> frozenset[str]:
+    return frozenset(name for name, on in switches.items() if on)

@@ -4,67 +4,65 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..chart import Chart, Order
-from .association import RED_FLAG_RULES, nsaid_contraindications
-from .base import Evidence, Finding, evidence_of
-from .red_flags import back_conditions
+from ..chart import Chart
+from .base import Evidence, Finding, flags, of_orders, rule
+from .episode import episode_onset, new_episode
+from .nsaid_safety import cautions, contraindications
+from .red_flags import RED_FLAG_RULES
 
-EARLY_IMAGING_DAYS = 42  # six weeks
-
-
-def _orders_in(chart: Chart, group: str) -> list[tuple[Order, str]]:
-    value_set = chart.value_set(group)
-    matched = ((o, value_set.identify(o.concept)) for o in chart.orders_to_check)
-    return [(order, how) for order, how in matched if how is not None]
+ORDER_HOOKS = frozenset({"order-select", "order-sign"})
 
 
+@rule("imaging-stewardship", hooks=ORDER_HOOKS)
 def imaging_stewardship(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
-    """Lumbar imaging ordered within six weeks of the first back pain or sciatica, no red flag."""
-    orders = _orders_in(chart, "LUMBAR_IMAGING")
-    if not orders or any(rule in prior for rule in RED_FLAG_RULES):
+    """Lumbar X-ray, CT or MRI ordered in a new episode (under six weeks), no red flag."""
+    orders = chart.orders_in("LUMBAR_IMAGING")
+    if not orders or any(rule_id in prior for rule_id in RED_FLAG_RULES):
         return None
-    dated = [m for m in back_conditions(chart) if m.fact.when is not None]
-    if not dated:
+    if not new_episode(chart):
         return None
-    earliest = min(dated, key=lambda m: m.fact.when)
-    if earliest.fact.when <= chart.since(EARLY_IMAGING_DAYS):
-        return None
-    weeks = (chart.now - earliest.fact.when).days / 7
-    evidence = [Evidence.of_order("Lumbar imaging ordered", o, how) for o, how in orders]
-    evidence += evidence_of(f"Earliest back pain or sciatica, {weeks:.1f} weeks ago", [earliest])
-    evidence.append(Evidence("No red-flag card fired"))
+    onset = episode_onset(chart)
+    evidence = of_orders("imaging-ordered", orders) + [Evidence("episode-onset", match=onset)]
     return Finding(
-        "imaging-stewardship",
         "warning",
         tuple(evidence),
+        decisive=evidence[-1],
         orders=tuple(o.reference for o, _ in orders),
     )
 
 
+@rule("quinine-caution", hooks=ORDER_HOOKS)
 def quinine_caution(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
-    orders = _orders_in(chart, "QUININE")
+    orders = chart.orders_in("QUININE")
     if not orders:
         return None
+    evidence = of_orders("quinine-ordered", orders)
     return Finding(
-        "quinine-caution",
         "warning",
-        tuple(Evidence.of_order("Quinine ordered", o, how) for o, how in orders),
+        tuple(evidence),
+        decisive=evidence[0],
         orders=tuple(o.reference for o, _ in orders),
     )
 
 
+@rule("nsaid-caution", hooks=ORDER_HOOKS)
 def nsaid_caution(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
-    orders = _orders_in(chart, "NSAID")
+    """An NSAID ordered with a contraindication (warning) or a caution (info)."""
+    orders = chart.orders_in("NSAID")
     if not orders:
         return None
-    reasons = nsaid_contraindications(chart)
-    if not reasons:
+    checking = tuple(o.reference for o, _ in orders)
+    blocked = contraindications(chart, checking)
+    careful = [] if blocked else cautions(chart)
+    if not blocked and not careful:
         return None
-    evidence = [Evidence.of_order("NSAID ordered", o, how) for o, how in orders] + reasons
+    reasons = blocked or careful
+    age_only = not blocked and {e.label for e in careful} == {"age-65"}
     return Finding(
-        "nsaid-caution",
-        "warning",
-        tuple(evidence),
-        orders=tuple(o.reference for o, _ in orders),
-        values={"reasons": "; ".join(r.what for r in reasons)},
+        "warning" if blocked else "info",
+        tuple(of_orders("nsaid-ordered", orders) + reasons),
+        flags=flags(contraindicated=bool(blocked), caution=not blocked, age_only=age_only),
+        decisive=reasons[0],
+        reasons=tuple(dict.fromkeys(e.label for e in reasons)),
+        orders=checking if blocked else (),
     )

@@ -2,109 +2,69 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from ..chart import Chart, Match
-from ..labs import FEVER_AT_OR_ABOVE, TEMPERATURE, WEIGHT, WEIGHT_LOSS_FRACTION
-from .base import Evidence, Finding, evidence_of
+from ..labs import FEVER_AT_OR_ABOVE, PVR, PVR_ABOVE, TEMPERATURE, WEIGHT, WEIGHT_LOSS_FRACTION
+from .base import Evidence, Finding, flags, of, of_result, rule
+from .episode import back_conditions, new_episode
 
-NEW_SYMPTOM_DAYS = 14
+NEW_SIGN_DAYS = 14
 MOTOR_DEFICIT_DAYS = 30
 FEVER_DAYS = 7
+WEIGHT_LOSS_CODED_DAYS = 365
 OLDER_THAN = 50
-SADDLE_SYMPTOM_WORDS = ("numb", "anaesthe", "anesthe", "loss of sensation", "sensory loss")
-
-
-def back_conditions(chart: Chart) -> list[Match]:
-    """Active sciatica or low back pain: coded, or current in the draft note."""
-    return chart.problems_in("SCIATICA") + chart.problems_in("LOW_BACK_PAIN")
+RED_FLAG_RULES = ("cauda-equina-red-flag", "motor-deficit-red-flag", "serious-pathology-red-flag")
+BILATERAL_WORDS = ("bilateral", "both legs", "both feet", "both sides")
 
 
 def uncertain_in_note(chart: Chart, *groups: str) -> list[Evidence]:
     """Mentions the draft note makes uncertain ("possible numbness"): supporting evidence on a
     card that fired for other reasons, never a reason to fire."""
-    return [
-        e for group in groups for e in evidence_of("Supporting", chart.noted_in(group, "possible"))
-    ]
+    return [e for group in groups for e in of("uncertain", chart.noted_in(group, "possible"))]
 
 
+@rule("cauda-equina-red-flag", needs_cramps=False)
 def cauda_equina_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
-    """CAUDA_EQUINA; or back pain or sciatica with new bladder/bowel, saddle or bilateral signs."""
-    evidence = evidence_of("Cauda equina syndrome recorded", chart.findings_in("CAUDA_EQUINA"))
-    # A past history of back pain or sciatica in the note counts here (not for other rules):
-    # with new bladder, saddle or bilateral signs it is a reason to act, not to wait.
-    back = (
-        back_conditions(chart)
-        + chart.noted_in("SCIATICA", "historical")
-        + chart.noted_in("LOW_BACK_PAIN", "historical")
-    )
+    """CAUDA_EQUINA; or back pain or sciatica (active, or a past history of either) with new
+    (14 days) bladder or bowel dysfunction, saddle anaesthesia or bilateral sciatica. Runs for
+    every patient, cramps or not: the catalog's safety exception."""
+    recorded = of("cauda-equina", chart.findings_in("CAUDA_EQUINA"))
+    back = back_conditions(chart)
+    back += chart.past_conditions_in("SCIATICA") + chart.past_conditions_in("LOW_BACK_PAIN")
+    back += chart.noted_in("SCIATICA", "historical") + chart.noted_in("LOW_BACK_PAIN", "historical")
+    signs: list[Evidence] = []
     if back:
-        new_signs = evidence_of(
-            "New bladder or bowel change", chart.findings_in("BLADDER_BOWEL", NEW_SYMPTOM_DAYS)
-        )
-        new_signs += saddle_anaesthesia(chart, NEW_SYMPTOM_DAYS)
-        new_signs += bilateral_sciatica(chart, NEW_SYMPTOM_DAYS)
-        if new_signs:
-            evidence += evidence_of("Back pain or sciatica", back) + new_signs
-    if not evidence:
+        signs += of("bladder-bowel", chart.findings_in("BLADDER_BOWEL", NEW_SIGN_DAYS))
+        signs += [
+            of_result("post-void-residual", r)
+            for r in chart.results(PVR)[0]
+            if r.value > PVR_ABOVE and r.fact.when >= chart.since(NEW_SIGN_DAYS)
+        ][:1]
+        signs += of("saddle-anaesthesia", chart.findings_in("SADDLE_ANAESTHESIA", NEW_SIGN_DAYS))
+        signs += bilateral_sciatica(chart, NEW_SIGN_DAYS)
+    if not recorded and not signs:
         return None
+    evidence = recorded + signs + (of("back-condition", back) if signs else [])
     evidence += uncertain_in_note(
         chart, "CAUDA_EQUINA", "BLADDER_BOWEL", "SADDLE_ANAESTHESIA", "BILATERAL_SCIATICA"
     )
-    return Finding("cauda-equina-red-flag", "critical", tuple(evidence))
-
-
-def saddle_anaesthesia(chart: Chart, within_days: int) -> list[Evidence]:
-    """Saddle numbness described in a finding's text, or R20.0/R20.2 at a saddle body site."""
-    sites = chart.value_set("SADDLE_SITE")
-    place = re.compile("|".join(re.escape(name) for name in sites.names))
-    since = chart.since(within_days)
-    # A described finding is a Condition or a non-numeric Observation (not a lab or vital sign).
-    findings = chart.conditions + tuple(
-        o for o in chart.observations if "valueQuantity" not in o.resource
-    )
-    described = [
-        fact
-        for fact in findings
-        if place.search(fact.words)
-        and any(
-            place.search(line) and any(word in line for word in SADDLE_SYMPTOM_WORDS)
-            for line in fact.words.splitlines()
-        )
-    ]
-    coded = [
-        m.fact
-        for m in chart.findings_in("SENSORY_LOSS")
-        if any(sites.match(site) or sites.match_name(site) for site in m.fact.body_sites)
-    ]
-    found = evidence_of("Saddle anaesthesia", chart.noted_in("SADDLE_ANAESTHESIA"))
-    seen = set()
-    for fact in described + coded:
-        if fact.reference in seen or fact.when is None or fact.when < since:
-            continue
-        seen.add(fact.reference)
-        if chart.interpretable(fact.reference, fact.resource):
-            found.append(
-                Evidence(f"Saddle anaesthesia: {fact.label()}", fact.reference, date=fact.day)
-            )
-    return found
+    return Finding("critical", tuple(evidence), decisive=(recorded + signs)[0])
 
 
 def bilateral_sciatica(chart: Chart, within_days: int) -> list[Evidence]:
-    """G57.03, or right and left sciatica both active with the second side new; or bilateral
-    leg symptoms, or sciatica on each side, in the draft note."""
-    found = evidence_of(
-        "Bilateral sciatica", chart.conditions_in("BILATERAL_SCIATICA", within_days)
-    )
-    found += evidence_of("Bilateral leg symptoms", chart.noted_in("BILATERAL_SCIATICA"))
+    """G57.03 and the like, or right and left sciatica both active with the second side new;
+    or bilateral leg symptoms, or sciatica on each side, in the draft note."""
+    found = of("bilateral-sciatica", chart.conditions_in("BILATERAL_SCIATICA", within_days))
+    found += of("bilateral-sciatica", chart.observations_in("BILATERAL_SCIATICA", within_days))
+    found += of("bilateral-sciatica", chart.noted_in("BILATERAL_SCIATICA"))
     noted = chart.noted_in("SCIATICA")
     right = chart.conditions_in("SCIATICA_RIGHT") + [m for m in noted if m.fact.side == "right"]
     left = chart.conditions_in("SCIATICA_LEFT") + [m for m in noted if m.fact.side == "left"]
     if right and left:
         first_right, first_left = _earliest(right), _earliest(left)
         if first_right and first_left and max(first_right, first_left) >= chart.since(within_days):
-            found += evidence_of("Sciatica on both sides", right + left)
+            found += of("sciatica-both-sides", right + left)
     return found
 
 
@@ -113,91 +73,103 @@ def _earliest(matches: list[Match]):
     return min(dates) if dates else None
 
 
+def _bilateral(matches: list[Match]) -> bool:
+    return any(
+        m.fact.side == "bilateral" or any(w in m.fact.words for w in BILATERAL_WORDS)
+        for m in matches
+    )
+
+
+@rule("motor-deficit-red-flag")
 def motor_deficit_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
-    """Sciatica with foot drop or muscle weakness within 30 days (critical if both feet)."""
+    """Sciatica with foot drop or leg weakness within 30 days; critical when both feet drop or
+    both legs are weak."""
     sciatica = chart.problems_in("SCIATICA")
     if not sciatica:
         return None
-    deficit = evidence_of("Foot drop", chart.findings_in("FOOT_DROP", MOTOR_DEFICIT_DAYS))
-    deficit += evidence_of(
-        "Muscle weakness", chart.findings_in("LEG_WEAKNESS", MOTOR_DEFICIT_DAYS)
-    )
-    if not deficit:
+    foot_drop = chart.findings_in("FOOT_DROP", MOTOR_DEFICIT_DAYS)
+    weakness = chart.findings_in("LEG_WEAKNESS", MOTOR_DEFICIT_DAYS)
+    if not foot_drop and not weakness:
         return None
-    noted_sides = {m.fact.side for m in chart.noted_in("FOOT_DROP")}
-    right = bool(chart.conditions_in("FOOT_DROP_RIGHT")) or bool(
-        {"right", "bilateral"} & noted_sides
-    )
-    left = bool(chart.conditions_in("FOOT_DROP_LEFT")) or bool({"left", "bilateral"} & noted_sides)
-    bilateral = right and left
-    evidence = evidence_of("Sciatica", sciatica) + deficit
-    if bilateral:
-        evidence.append(Evidence("Foot drop on both sides"))
+    sides = {m.fact.side for m in foot_drop + weakness}
+    right = bool(chart.conditions_in("FOOT_DROP_RIGHT", MOTOR_DEFICIT_DAYS)) or "right" in sides
+    left = bool(chart.conditions_in("FOOT_DROP_LEFT", MOTOR_DEFICIT_DAYS)) or "left" in sides
+    bilateral = (right and left) or _bilateral(foot_drop) or _bilateral(weakness)
+    deficit = of("foot-drop", foot_drop) + of("leg-weakness", weakness)
+    evidence = deficit + of("sciatica", sciatica)
     evidence += uncertain_in_note(chart, "FOOT_DROP", "LEG_WEAKNESS")
     return Finding(
-        "motor-deficit-red-flag",
         "critical" if bilateral else "warning",
         tuple(evidence),
-        flags=frozenset({"bilateral"} if bilateral else ()),
+        flags=flags(bilateral=bilateral, unilateral=not bilateral),
+        decisive=deficit[0],
     )
 
 
+@rule("serious-pathology-red-flag")
 def serious_pathology_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
-    """Back pain or sciatica with a flag for cancer, infection or fracture."""
+    """Back pain or sciatica with a flag of infection, cancer or (in a new episode) fracture
+    risk; age over 50 is supporting evidence only."""
     back = back_conditions(chart)
     if not back:
         return None
-    flags: dict[str, list[Evidence]] = {
-        "cancer history": evidence_of("Cancer", chart.conditions_in("CANCER_HISTORY")),
-        "weight loss": evidence_of(
-            "Weight loss",
-            chart.conditions_in("WEIGHT_LOSS")
-            + chart.observations_in("WEIGHT_LOSS", 365)
-            + chart.noted_in("WEIGHT_LOSS"),
-        )
-        + measured_weight_loss(chart),
-        "fever": evidence_of("Fever", chart.findings_in("FEVER", FEVER_DAYS))
-        + measured_fever(chart),
-        "intravenous drug use": evidence_of("IV drug use", chart.conditions_in("INJECTION_DRUG_USE")),
-        "immunosuppression": evidence_of(
-            "Immunosuppression", chart.conditions_in("IMMUNOSUPPRESSION")
-        ),
-        "fracture risk": evidence_of("Fracture risk", chart.conditions_in("FRACTURE_RISK")),
-    }
-    found = {name: ev for name, ev in flags.items() if ev}
-    missing: list[str] = []
-    for lab in (TEMPERATURE, WEIGHT):
-        missing += chart.results(lab)[1]
-    if not found:
+    fever = of("fever", chart.findings_in("FEVER", FEVER_DAYS)) + measured_fever(chart)
+    infection = (
+        fever
+        + of("injection-drug-use", chart.problems_in("INJECTION_DRUG_USE"))
+        + of("immunosuppression", chart.problems_in("IMMUNOSUPPRESSION"))
+    )
+    cancer = of(
+        "cancer-history",
+        chart.problems_in("CANCER_HISTORY") + chart.past_conditions_in("CANCER_HISTORY"),
+    )
+    cancer += of(
+        "weight-loss",
+        chart.conditions_in("WEIGHT_LOSS")
+        + chart.observations_in("WEIGHT_LOSS", WEIGHT_LOSS_CODED_DAYS)
+        + chart.noted_in("WEIGHT_LOSS"),
+    )
+    cancer += measured_weight_loss(chart)
+    fracture = of("fracture-risk", chart.problems_in("FRACTURE_RISK")) if new_episode(chart) else []
+    if not (infection or cancer or fracture):
         return None
-    evidence = evidence_of("Back pain or sciatica", back)
-    for items in found.values():
-        evidence += items
+    evidence = infection + cancer + fracture
     if chart.age is not None and chart.age > OLDER_THAN:
-        evidence.append(Evidence(f"Supporting: age {chart.age} (over {OLDER_THAN})"))
+        evidence.append(Evidence("older-than-50", values=(("age", str(chart.age)),)))
+    evidence += of("back-condition", back)
     evidence += uncertain_in_note(chart, "FEVER", "WEIGHT_LOSS")
-    infection_or_cancer = found.keys() & {
-        "cancer history",
-        "weight loss",
-        "fever",
-        "intravenous drug use",
-        "immunosuppression",
-    }
+    missing = chart.results(TEMPERATURE)[1] + chart.results(WEIGHT)[1]
     return Finding(
-        "serious-pathology-red-flag",
         "warning",
         tuple(evidence),
         tuple(missing),
-        flags=frozenset({"infection_or_cancer"} if infection_or_cancer else ()),
-        values={"flags": ", ".join(found)},
+        flags=flags(
+            infection=bool(infection),
+            febrile=bool(fever),
+            cancer=bool(cancer),
+            fracture=bool(fracture),
+            mri_with_contrast=bool(infection),
+            mri_plain=bool(cancer) and not infection,
+            markers=bool(infection or cancer),
+            fracture_only=bool(fracture) and not (infection or cancer),
+        ),
+        decisive=(infection + cancer + fracture)[0],
+        reasons=tuple(
+            name
+            for name, found in (
+                ("infection", infection),
+                ("cancer", cancer),
+                ("fracture", fracture),
+            )
+            if found
+        ),
     )
 
 
 def measured_fever(chart: Chart) -> list[Evidence]:
     readable, _ = chart.results(TEMPERATURE)
-    return [
-        Evidence.of_result("Measured fever", r) for r in readable if r.value >= FEVER_AT_OR_ABOVE
-    ][:1]
+    hot = [r for r in readable if r.value >= FEVER_AT_OR_ABOVE]
+    return [of_result("measured-fever", hot[0])] if hot else []
 
 
 def measured_weight_loss(chart: Chart) -> list[Evidence]:
@@ -211,10 +183,11 @@ def measured_weight_loss(chart: Chart) -> list[Evidence]:
         return []
     loss = (highest.value - latest.value) / highest.value * 100
     return [
-        Evidence(
-            f"Measured weight loss of {loss:.1f} % (from {highest.shown()} on {highest.fact.day})",
-            latest.fact.reference,
-            value=latest.shown(),
-            date=latest.fact.day,
+        of_result(
+            "measured-weight-loss",
+            latest,
+            percent=f"{loss:.1f}",
+            highest=highest.shown(),
+            highest_day=highest.fact.day or "",
         )
     ]

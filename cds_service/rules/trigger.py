@@ -1,37 +1,21 @@
-"""The trigger: every rule of this service runs only for a patient who reports muscle cramps."""
+"""The trigger: the rules run for a patient who reports muscle cramps (CLINICAL_RULES.md)."""
 
 from __future__ import annotations
 
-from ..chart import Chart, Match
-from .base import Evidence
+from ..chart import Chart
+from .base import Evidence, of
 
 CRAMP = "CRAMP"
 CONDITION_LOOKBACK_DAYS = 90
 OBSERVATION_LOOKBACK_DAYS = 30
 
 
-def cramp_reports(chart: Chart) -> list[Match]:
-    """Cramp conditions dated within 90 days, cramp findings within 30 days, not negated, and
-    current cramps written in the draft note at note signing (trigger 4)."""
-    return (
-        chart.conditions_in(CRAMP, CONDITION_LOOKBACK_DAYS)
-        + chart.observations_in(CRAMP, OBSERVATION_LOOKBACK_DAYS)
-        + chart.noted_in(CRAMP)
-    )
-
-
 def cramp_evidence(chart: Chart) -> list[Evidence]:
-    """How the patient reported cramps; empty when they did not."""
-    evidence = [Evidence.of_match("Cramps reported", match) for match in cramp_reports(chart)]
-    value_set = chart.value_set(CRAMP)
-    for order in chart.draft_orders:
-        for reason in order.resource.get("reasonCode") or []:
-            coding = value_set.match(reason)
-            if coding is not None:
-                evidence.append(
-                    Evidence.of_order(
-                        "Draft order placed for cramps", order, f"{coding.system}|{coding.code}"
-                    )
-                )
-                break
+    """How the patient reported cramps: a cramp Condition within 90 days, a cramp finding
+    within 30 days (not negated), current cramps in the draft note, or a draft order placed for
+    cramps. Empty when they did not."""
+    evidence = of("cramps", chart.conditions_in(CRAMP, CONDITION_LOOKBACK_DAYS))
+    evidence += of("cramps", chart.observations_in(CRAMP, OBSERVATION_LOOKBACK_DAYS))
+    evidence += of("cramps", chart.noted_in(CRAMP))
+    evidence += [Evidence("cramp-order", order=order) for order in chart.orders_for(CRAMP)]
     return evidence
