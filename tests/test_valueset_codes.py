@@ -538,3 +538,84 @@ def test_no_entry_of_another_group_is_excluded_by_mistake():
         for _, entry in _entries(ICD10CM)
         if entry["code"].startswith("R20") and EXCLUDED in _extensions(entry)
     ]
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "display"),
+    [
+        (ICD10CM, "C44.91", "Basal cell carcinoma of skin, unspecified"),
+        (ICD10CM, "C44.311", "Basal cell carcinoma of skin of nose"),
+        (ICD10CM, "C4491", None),
+        (ICD10CM, "Z85.828", "Personal history of other malignant neoplasm of skin"),
+        (SNOMED, "254701007", "Basal cell carcinoma of skin"),
+        (SNOMED, "254651007", "Squamous cell carcinoma of skin"),
+    ],
+)
+def test_non_melanoma_skin_cancer_is_not_a_cancer_flag(terms, system, code, display):
+    assert terms["CANCER_HISTORY"].match(_concept(system, code, display)) is None
+
+
+@pytest.mark.parametrize(
+    "code", ["C43.9", "C4A.9", "C50.911", "C61", "C79.51", "Z85.820", "Z85.3", "Z85.46"]
+)
+def test_melanoma_and_other_cancers_still_count(terms, code):
+    assert terms["CANCER_HISTORY"].match(_concept(ICD10CM, code)) is not None
+
+
+@pytest.mark.parametrize(
+    ("code", "counts"),
+    [
+        ("O24.419", True),  # gestational diabetes in pregnancy
+        ("O26.891", True),
+        ("O48.0", True),
+        ("O24.420", False),  # gestational diabetes in childbirth
+        ("O24.439", False),  # ... in the puerperium
+        ("O24.03", False),
+        ("O26.63", False),
+        ("O60.14X0", False),  # preterm labor with delivery: outside O20-O48
+        ("O80", False),
+    ],
+)
+def test_pregnancy_episode_codes_exclude_childbirth_and_puerperium(terms, code, counts):
+    assert (terms["PREGNANCY_EPISODE"].match(_concept(ICD10CM, code)) is not None) is counts
+
+
+@pytest.mark.parametrize(
+    ("group", "text", "expected"),
+    [
+        ("NSAID_ALLERGY", "NSAIDs", True),
+        ("NSAID_ALLERGY", "Non-steroidal anti-inflammatory drugs", True),
+        ("NSAID_ALLERGY", "Aspirin", True),
+        ("NSAID_ALLERGY", "Paracetamol", False),
+        ("ACE_ARB", "Moexipril 7.5 MG Oral Tablet", True),
+        ("ACE_ARB", "Entresto (sacubitril and valsartan)", True),
+        ("ACE_ARB", "Amlodipine 5 MG Oral Tablet", False),
+        ("SCIATIC_PATH_SITE", "Both calves", True),
+        ("SCIATIC_PATH_SITE", "Back of the thigh", True),
+        ("SADDLE_SITE", "Genitalia", True),
+        ("ANTICOAGULANT", "Heparin sodium 5000 UNT/ML Injectable Solution", True),
+        ("LUMBAR_IMAGING", "MRI lumbar spine without contrast", True),
+        ("LUMBAR_IMAGING", "XR L-spine 2 views", True),
+        ("LUMBAR_IMAGING", "CT head without contrast", False),
+        ("POST_VOID_RESIDUAL", "Post-void residual volume (bladder scan)", True),
+    ],
+)
+def test_names_match_as_written_in_real_records(terms, group, text, expected):
+    assert (terms[group].match_name({"text": text}) is not None) is expected
+
+
+DRUG_SETS = _words(
+    "DIURETIC ACE_ARB STATIN NSAID ANTICOAGULANT ANTIPLATELET SSRI_SNRI ORAL_STEROID QUININE"
+)
+
+
+@pytest.mark.parametrize("name", DRUG_SETS)
+def test_every_rxnorm_ingredient_of_a_drug_set_is_also_matched_by_name(terms, name):
+    # Medications often arrive with a product code (SCD/SBD) the set does not list: the name
+    # fallback must then find the ingredient in the product's display.
+    document = next(doc for _, doc in _documents() if doc["name"] == name)
+    for entry in document["expansion"]["contains"]:
+        if entry["system"] != RXNORM:
+            continue
+        product = {"text": f"{entry['display']} 10 MG Oral Tablet"}
+        assert terms[name].match_name(product) is not None, entry["display"]
