@@ -57,7 +57,7 @@ NO_SPLIT = {"dr", "vs", "e.g", "i.e", "eg", "ie", "approx", "mr", "mrs", "ms", "
 # One more than the longest: a longer word seen through the window is no abbreviation either.
 _NO_SPLIT_LOOKBACK = max(map(len, NO_SPLIT)) + 1
 BREAKS_BACKWARD = {",", ";", "and"}  # a backward trigger's scope ends at these words
-CLAUSE_ENDS = {",", ";", ":", "(", ")"}  # a body site is looked for within the clause
+CLAUSE_ENDS = {",", ";", ":", "(", ")", "but"}  # a body site is looked for within the clause
 
 
 # --- What the reader returns -----------------------------------------------------------------

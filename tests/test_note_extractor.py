@@ -98,6 +98,102 @@ def test_body_site_and_side_on_the_corpus(capsys):
     assert accuracy >= THRESHOLD
 
 
+# The catalog v2 groups beyond the symptoms: serious-pathology flags and comorbidities.
+SERIOUS_AND_COMORBID = (
+    "Prostate cancer. IVDU. Immunosuppressed. Osteoporosis. Hypokalaemia. Hypothyroidism. CKD. "
+    "Pregnant. Peripheral arterial disease. Diabetes. Heart failure. Duodenal ulcer."
+)
+
+
+# --- The real-world failures of version 1 (issue 11) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "numb bum and groin, can't feel the toilet paper, has not voided since last night",
+            {("SADDLE_ANAESTHESIA", "affirmed"), ("BLADDER_BOWEL", "affirmed")},
+        ),
+        ("trouble starting her urine stream", {("BLADDER_BOWEL", "affirmed")}),
+        ("no longer denies numbness", {("NERVE_SYMPTOM", "affirmed")}),
+        (
+            "denies leg weakness but reports tingling in the left foot",
+            {("LEG_WEAKNESS", "negated"), ("NERVE_SYMPTOM", "affirmed")},
+        ),
+    ],
+)
+def test_the_version_1_failures_are_read(text, expected):
+    assert pairs(text) == expected, read_note(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [
+        ("Saddle numbness.", "SADDLE_ANAESTHESIA"),
+        ("Numb bum.", "SADDLE_ANAESTHESIA"),
+        ("Numb groin.", "SADDLE_ANAESTHESIA"),
+        ("Perineal numbness.", "SADDLE_ANAESTHESIA"),
+        ("Numbness of the buttocks.", "SADDLE_ANAESTHESIA"),
+        ("Numbness of the genitals.", "SADDLE_ANAESTHESIA"),
+        ("Cannot feel the toilet paper when wiping.", "SADDLE_ANAESTHESIA"),
+        ("Has not voided since last night.", "BLADDER_BOWEL"),
+        ("Unable to pass urine.", "BLADDER_BOWEL"),
+        ("Difficulty starting the stream.", "BLADDER_BOWEL"),
+        ("Hesitancy.", "BLADDER_BOWEL"),
+        ("Poor stream.", "BLADDER_BOWEL"),
+        ("Incomplete emptying.", "BLADDER_BOWEL"),
+        ("Straining to void.", "BLADDER_BOWEL"),
+        ("Can't feel when the bladder is full.", "BLADDER_BOWEL"),
+        ("Loss of bladder or bowel control.", "BLADDER_BOWEL"),
+        ("Can't stand on his heels.", "LEG_WEAKNESS"),
+        ("Weak ankle.", "LEG_WEAKNESS"),
+        ("Charley horse.", "CRAMP"),
+        ("Foot spasm.", "CRAMP"),
+        ("Lumbago.", "LOW_BACK_PAIN"),
+        ("Lumbar radiculopathy.", "SCIATICA"),
+        ("Sciatica down both legs.", "BILATERAL_SCIATICA"),
+        ("Drop foot.", "FOOT_DROP"),
+        ("Multiple myeloma.", "CANCER_HISTORY"),
+        ("Lost 5 kg.", "WEIGHT_LOSS"),
+        ("Pyrexia.", "FEVER"),
+        ("PWID.", "INJECTION_DRUG_USE"),
+        ("Kidney transplant.", "IMMUNOSUPPRESSION"),
+        ("Long-term steroids.", "FRACTURE_RISK"),
+        ("Vertebral fracture.", "FRACTURE_RISK"),
+        ("Hypomagnesemia.", "ELECTROLYTE_DX"),
+        ("Dehydration.", "ELECTROLYTE_DX"),
+        ("Claudication.", "PAD"),
+        ("Diabetic neuropathy.", "DIABETES_NEUROPATHY"),
+        ("HFrEF.", "HEART_FAILURE"),
+        ("GI bleed.", "GI_ULCER_BLEED"),
+    ],
+)
+def test_each_catalog_phrase_is_read(text, concept):
+    assert status_of(text, concept) == {"affirmed"}, read_note(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Saddle numbness.",
+        "Numb bum and groin.",
+        "Numbness of the buttocks and genitals.",
+        "Reports perianal numbness.",
+        "Numbness around the anus.",
+    ],
+)
+def test_saddle_numbness_is_never_also_a_nerve_symptom(text):
+    assert status_of(text, "SADDLE_ANAESTHESIA") == {"affirmed"}
+    assert status_of(text, "NERVE_SYMPTOM") == set(), read_note(text)
+
+
+def test_leg_numbness_beside_saddle_numbness_is_both():
+    text = "Numbness in the left leg and perineum."
+    assert status_of(text, "SADDLE_ANAESTHESIA") == {"affirmed"}
+    assert status_of(text, "NERVE_SYMPTOM") == {"affirmed"}
+
+
 # --- Each negation and context pattern ------------------------------------------------------
 
 
@@ -313,6 +409,21 @@ def test_terms_with_body_site_and_side(text, concept, site, side):
         ("Cauda equina red flags reviewed.", "CAUDA_EQUINA"),
         ("Bilateral knee pain.", "BILATERAL_SCIATICA"),
         ("Numbness in both feet (diabetic neuropathy).", "BILATERAL_SCIATICA"),
+        ("Basal cell carcinoma of the cheek.", "CANCER_HISTORY"),
+        ("Skin SCC removed from the ear.", "CANCER_HISTORY"),
+        ("Squamous cell carcinoma of skin of the back.", "CANCER_HISTORY"),
+        ("Cancer screening up to date.", "CANCER_HISTORY"),
+        ("Uses a heating pad.", "PAD"),
+        ("Neurogenic claudication.", "PAD"),
+        ("Injects insulin.", "INJECTION_DRUG_USE"),
+        ("IV antibiotics given.", "INJECTION_DRUG_USE"),
+        ("Diabetes insipidus.", "DIABETES_NEUROPATHY"),
+        ("Gestational diabetes.", "DIABETES_NEUROPATHY"),
+        ("Pregnancy test requested.", "PREGNANCY"),
+        ("Steroid injection to the knee.", "FRACTURE_RISK"),
+        ("Low sodium diet.", "ELECTROLYTE_DX"),
+        ("HIV test offered.", "IMMUNOSUPPRESSION"),
+        ("Wears incontinence pads.", "BLADDER_BOWEL"),
     ],
 )
 def test_look_alike_words_are_not_findings(text, concept):
@@ -334,7 +445,7 @@ def test_each_concept_is_read():
     note = (
         "Leg cramps. Sciatica. Low back pain. Numbness. Weakness of the leg. Foot drop. "
         "Saddle anaesthesia. Urinary retention. Bilateral sciatica. Fever. Weight loss. "
-        "Cauda equina syndrome."
+        "Cauda equina syndrome. " + SERIOUS_AND_COMORBID
     )
     concepts = {f.concept for f in read_note(note) if f.current}
     assert concepts == set(notes.lexicon().concepts)
@@ -445,7 +556,8 @@ def _b64(text: str) -> str:
 EVERY_CONCEPT = (
     "Pt c/o cramps in the right calf. Left sciatica. Low back pain. Numbness in the left foot. "
     "Weakness of the right leg. Right foot drop. Saddle anaesthesia. Urinary retention. "
-    "Faecal incontinence. Bilateral sciatica. Fever. Weight loss. Cauda equina syndrome."
+    "Faecal incontinence. Bilateral sciatica. Fever. Weight loss. Cauda equina syndrome. "
+    + SERIOUS_AND_COMORBID
 )
 
 
