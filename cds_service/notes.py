@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import yaml
@@ -51,6 +51,7 @@ DIRECTIONS = {"forward", "backward", "both"}
 
 TOKEN_RE = re.compile(r"\d+(?:\.\d+)?(?:/\d+)?|[A-Za-z0-9]+(?:['’/&][A-Za-z0-9]+)*|[?;:,()&]")
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?(?:/\d+)?$")
+YEAR_RE = re.compile(r"(?:19|20)\d\d$")
 SPLIT_RE = re.compile(r"[.!?]+(?=\s|$)|;")
 HEADER_RE = re.compile(r"[ \t]*(?:[-*•][ \t]*)?([A-Za-z][A-Za-z0-9 /&'’()\-]{0,50}?)[ \t]*:")
 NO_SPLIT = {"dr", "vs", "e.g", "i.e", "eg", "ie", "approx", "mr", "mrs", "ms", "st", "fig"}
@@ -122,13 +123,14 @@ class Element:
     number: bool
     low: int
     high: int
+    year: bool = False  # a number that is a calendar year ("in 2019")
 
     def steps(self, words: list[str], i: int) -> Iterator[int]:
         """Where one occurrence of the element starting at word i ends."""
         if i >= len(words):
             return
         if self.number:
-            if NUMBER_RE.match(words[i]):
+            if NUMBER_RE.match(words[i]) and (not self.year or YEAR_RE.match(words[i])):
                 yield i + 1
             return
         for option in self.options.get(words[i], ()):
@@ -154,8 +156,26 @@ class Pattern:
 
     def longest(self, words: list[str], i: int) -> int | None:
         """The end of the longest match starting at word i, or None."""
+        first = self.elements[0]
+        if len(self.elements) == 1 and first.low == first.high == 1:  # one word or phrase
+            return max(first.steps(words, i), default=None)
+        follow = self._follow
+        if follow is not None and not any(
+            j < len(words) and words[j] in follow for j in first.steps(words, i)
+        ):
+            return None  # most tries end here: the second word cannot follow
         best = max(_ends(self.elements, words, i, 0), default=None)
         return best if best is not None and best > i else None
+
+    @cached_property
+    def _follow(self) -> frozenset[str] | None:
+        """The words that must follow the first element, when both are required words."""
+        if len(self.elements) < 2:
+            return None
+        first, second = self.elements[:2]
+        if first.low < 1 or first.number or second.low < 1 or second.number:
+            return None
+        return frozenset(second.options)
 
 
 def _ends(elements: tuple[Element, ...], words: list[str], i: int, k: int) -> Iterator[int]:
@@ -363,8 +383,8 @@ def _element(part: str, classes: dict, phrase) -> Element:
         star = re.search(r"\*(\d*)$", part)
         if star:
             low, high, part = 0, int(star.group(1) or STAR_REPEATS), part[: star.start()]
-    if part == "#":
-        return Element({}, True, low, high)
+    if part in {"#", "#year"}:
+        return Element({}, True, low, high, year=part == "#year")
     if part.startswith("<") and part.endswith(">"):
         if part[1:-1] not in classes:
             raise ValueError(f"unknown word class {part}")
@@ -588,14 +608,20 @@ def _read_sentence(text: str, sentence: Sentence, lex: Lexicon) -> list[NoteFind
         if site in concept.not_at:
             continue
         located.append((target, term, concept, site, side))
+    spans: dict[str, list[_Span]] = {}
+    for target, *_ in located:
+        spans.setdefault(target.item.concept, []).append(target)
     out = []
     for target, term, concept, site, side in located:
         # Saddle numbness is a saddle finding, not also a nerve symptom.
-        if site in YIELDING_SITES and any(
-            other.item.concept in concept.yields_to
-            and other.start < target.end
-            and target.start < other.end
-            for other, *_ in located
+        if (
+            concept.yields_to
+            and site in YIELDING_SITES
+            and any(
+                other.start < target.end and target.start < other.end
+                for name in concept.yields_to
+                for other in spans.get(name, ())
+            )
         ):
             continue
         if term.concept == "BILATERAL_SCIATICA":
