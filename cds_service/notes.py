@@ -258,7 +258,7 @@ class Lexicon:
     sections: dict[tuple[str, ...], str | None]  # header words -> category (None: no status)
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when built with it
     """YAML without the 1.1 booleans: "no", "on" and "off" are words in this file."""
 
 
