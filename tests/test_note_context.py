@@ -130,6 +130,13 @@ def test_read_note_uses_the_same_step_for_every_corpus_finding():
         ("Nocturnal leg cramps", {("CRAMP", "affirmed")}),
         ("Lumbago", {("LOW_BACK_PAIN", "affirmed")}),
         ("Pins and needles", {("NERVE_SYMPTOM", "affirmed")}),
+        ("Anesthesia of skin", {("NERVE_SYMPTOM", "affirmed")}),
+        ("Other intervertebral disc displacement, lumbar region", {("SCIATICA", "affirmed")}),
+        ("Personal history of other malignant neoplasm of skin", set()),
+        ("Malignant melanoma of skin", {("CANCER_HISTORY", "affirmed")}),
+        ("Opioid dependence, uncomplicated", set()),  # F11: injection only when named
+        ("Long term (current) use of systemic steroids", {("FRACTURE_RISK", "affirmed")}),
+        ("Stress incontinence", {("BLADDER_BOWEL", "historical")}),
     ],
 )
 def test_a_record_name_is_read_with_its_status(name, expected):
