@@ -168,6 +168,17 @@ class Pattern:
         return best if best is not None and best > i else None
 
     @cached_property
+    def next_words(self) -> frozenset[str] | None:
+        """When the pattern starts with one required word and then a required word: the words
+        that may follow the first, so a caller can skip the matcher at a glance."""
+        first = self.elements[0]
+        if first.low != 1 or first.high != 1 or first.number:
+            return None
+        if any(len(o) != 1 for options in first.options.values() for o in options):
+            return None
+        return self._follow
+
+    @cached_property
     def _follow(self) -> frozenset[str] | None:
         """The words that must follow the first element, when both are required words."""
         if len(self.elements) < 2:
@@ -811,9 +822,15 @@ def _distance(trigger: _Span, target: _Span) -> int:
 
 def _matches(words: list[str], index: Index, pattern_of) -> list[_Span]:
     spans = []
+    last = len(words) - 1
     for i, word in enumerate(words):
+        following = words[i + 1] if i < last else None
         for item in index.at(word):
-            end = pattern_of(item).longest(words, i)
+            pattern = pattern_of(item)
+            after = pattern.next_words
+            if after is not None and following not in after:
+                continue
+            end = pattern.longest(words, i)
             if end is not None:
                 spans.append(_Span(i, end, item))
     return spans
