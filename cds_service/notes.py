@@ -6,6 +6,11 @@ status; concept patterns find the catalog's symptoms; context triggers ("denies"
 "if", "mother has", "possible") give the mentions in their scope a status, up to a terminator
 ("but", "however"). Every term, trigger and header is data, in `valuesets/note-terms.yaml`.
 
+Three entry points share one context step (`_Scope.decide`): `read_note` (a draft note),
+`read_name` (a coded record's name, the catalog's text fallback: no sections) and `context`
+(any phrase or span: its status and the trigger or section header that decided it, which
+`cds-service note-context` prints).
+
 Why not medspaCy or negspacy: medspaCy ships for Python 3.11 only as an sdist pinned to
 spaCy < 3.8 and to an exact QuickUMLS build with C extensions; negspacy needs spaCy 3.8 (about
 300 MB installed with numpy, thinc and pydantic, over a second to import per worker) and covers
