@@ -1479,9 +1479,9 @@ def v2_cases(case) -> None:
         t["valueQuantity"]["unit"] = "°F"
     c = case(
         "v2-serious-opioid-dependence",
-        "Low back pain; opioid dependence F11.20 with no injection named: not an "
-        "injection-drug-use flag.",
-        [],
+        "Low back pain; opioid dependence F11.20 with no injection named: an infection flag "
+        "labelled opioid use disorder (catalog v2: F11.* counts; F14/F15 need injection named).",
+        ["serious-pathology-red-flag"],
     )
     c.problem(LBP, 20)
     c.problem([(ICD, "F11.20", "Opioid dependence, uncomplicated")], 600)

@@ -246,7 +246,7 @@ CATALOG: list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]] = [
     ),
     (
         "INJECTION_DRUG_USE",
-        ("INJECTION_DRUG_USE",),
+        ("INJECTION_DRUG_USE", "OPIOID_USE_DISORDER"),
         [
             (SNOMED, "228388006", "Intravenous drug user"),
             (SNOMED, "5602001", "Opioid abuse, injects heroin"),

@@ -117,6 +117,7 @@ def serious_pathology_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Fi
     infection = (
         fever
         + of("injection-drug-use", chart.problems_in("INJECTION_DRUG_USE"))
+        + of("opioid-use-disorder", chart.problems_in("OPIOID_USE_DISORDER"))
         + of("immunosuppression", chart.problems_in("IMMUNOSUPPRESSION"))
     )
     cancer = of(

@@ -90,8 +90,8 @@ class Record:
 #   neoplasm of colon (2026-02) and 399068003 malignant tumour of prostate (2026-09) on
 #   leuprolide + bicalutamide; hydrochlorothiazide active since 1986; no electrolyte result in
 #   the last 90 days (no metabolic panel at all in the last year); weight 96.1 kg twice on one
-#   day. CANCER_HISTORY is SNOMED 363346000 or ICD-10-CM Z85.*/C*: neither SNOMED cancer code is
-#   in it, so serious-pathology-red-flag does NOT fire (a value-set gap, not a clinical call).
+#   day. Catalog v2's CANCER_HISTORY holds SNOMED descendants of 363346000, both of these among
+#   them: serious-pathology-red-flag fires (cancer), so sciatica-management stays silent.
 # DIABETES_CKD (seed 7 #23): woman born 1972 (54). Active 44054006 type 2 diabetes
 #   (DIABETES_NEUROPATHY) and 431855005 CKD stage 1 (CKD); hydrochlorothiazide; on adalimumab +
 #   methotrexate for psoriatic arthritis (IMMUNOSUPPRESSION is coded conditions only: no flag);
@@ -103,7 +103,8 @@ class Record:
 # LARGE (seed 7 #16): woman born 1944 (81). K 5.2 and Na 136.1 on 2026-10-03 (not low); calcium
 #   only as LOINC 49765-1 (not a catalog calcium code); atorvastatin and hydrochlorothiazide/
 #   lisinopril active (medication cause); naproxen active; hypothyroidism coded 83664006 (not
-#   the catalog's 40930008) and no TSH; eGFR in "mL/min"; prediabetes only; no red-flag codes;
+#   the catalog's 40930008, but in v2's HYPOTHYROID: the comorbidity card fires) and no TSH;
+#   eGFR in "mL/min"; prediabetes only; no red-flag codes;
 #   one weight (66.7 kg, twice) in the last 12 months.
 COLON_PROSTATE = Person(seed=7, index=34, min_age=45, max_age=85)
 DIABETES_CKD = Person(seed=7, index=23, min_age=45, max_age=85)
@@ -115,14 +116,14 @@ RECORDS: tuple[Record, ...] = (
         "synthea-colon-prostate-cancer-cramps-sciatica",
         COLON_PROSTATE,
         CRAMPS,
-        "Generated man, 71, active colon and prostate cancer (SNOMED 93761005, 399068003: not in "
-        "CANCER_HISTORY, so no serious-pathology card), hydrochlorothiazide, no electrolytes in "
-        "90 days; cramps R25.2 and sciatica M54.41 added.",
+        "Generated man, 71, active colon and prostate cancer (SNOMED 93761005, 399068003: cancer "
+        "flag, so serious-pathology warning and no management card), hydrochlorothiazide, no "
+        "electrolytes in 90 days; cramps R25.2 and sciatica M54.41 added.",
         (
+            "serious-pathology-red-flag",
             "cramp-labs-missing",
             "medication-cramp-cause",
             "cramp-sciatica-association",
-            "sciatica-management",
         ),
     ),
     Record(
@@ -130,8 +131,14 @@ RECORDS: tuple[Record, ...] = (
         COLON_PROSTATE,
         CAUDA,
         "As synthea-colon-prostate-cancer-cramps-sciatica plus urinary retention R33.9 three "
-        "days ago: cauda equina critical; association and management stay silent.",
-        ("cauda-equina-red-flag", "cramp-labs-missing", "medication-cramp-cause"),
+        "days ago: cauda equina critical and the cancer flag; association and management stay "
+        "silent.",
+        (
+            "cauda-equina-red-flag",
+            "serious-pathology-red-flag",
+            "cramp-labs-missing",
+            "medication-cramp-cause",
+        ),
     ),
     Record(
         "synthea-diabetes-ckd-cramps-sciatica",
@@ -183,9 +190,14 @@ RECORDS: tuple[Record, ...] = (
         LARGE,
         CRAMPS,
         "Speed canary: a generated woman, 81, with a 60-year record (thousands of resources); "
-        "normal recent K and Na, atorvastatin and hydrochlorothiazide; cramps R25.2 and sciatica "
-        "M54.41 added.",
-        ("medication-cramp-cause", "cramp-sciatica-association", "sciatica-management"),
+        "normal recent K and Na, atorvastatin and hydrochlorothiazide, hypothyroidism (SNOMED "
+        "83664006); cramps R25.2 and sciatica M54.41 added.",
+        (
+            "medication-cramp-cause",
+            "comorbidity-cramp-cause",
+            "cramp-sciatica-association",
+            "sciatica-management",
+        ),
     ),
 )
 
