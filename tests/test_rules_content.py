@@ -142,10 +142,11 @@ def test_serious_pathology_names_cancer_history_and_offers_mri_esr_and_crp(clien
 
 
 def test_serious_pathology_with_only_fracture_risk_offers_a_radiograph_but_no_esr_or_crp(client):
-    """v2 grades the flags: fracture risk alone warrants a lumbar spine radiograph, not an MRI."""
-    card = call(client, "serious-steroids-snomed-lbp")["serious-pathology-red-flag"]
+    """v2 grades the flags: fracture risk alone warrants a lumbar spine radiograph, not an MRI.
+    (Osteoporosis in a new episode; long-term steroids, Z79.52, are also immunosuppression.)"""
+    card = call(client, "v2-serious-osteoporosis-new-episode")["serious-pathology-red-flag"]
     assert "(fracture risk)" in card["summary"]
-    assert "- Fracture risk in a new episode: " in card["detail"]
+    assert "- Fracture risk in a new episode: Osteoporosis (" in card["detail"]
     assert "cancer history" not in card["detail"].lower()
     assert orders_of(card, CPT, "72100"), "no lumbar spine radiograph"
     assert orders_of(card, LOINC, "30679-5") == orders_of(card, CPT, "72158") == []
