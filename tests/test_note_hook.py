@@ -166,6 +166,20 @@ def test_a_red_flag_written_only_in_the_note_fires(client, text, rule, indicator
     assert "in the draft note" in cards[rule]["detail"]
 
 
+@pytest.mark.parametrize(
+    ("text", "fired"),
+    [
+        ("Low back pain; new urinary retention since last night.", ["cauda-equina-red-flag"]),
+        ("Right sciatica, right foot drop.", []),
+        ("Low back pain with fevers for 3 days.", []),
+    ],
+)
+def test_without_reported_cramps_only_cauda_equina_fires(client, text, fired):
+    """v2 safety exception: cauda equina is evaluated whether or not cramps are reported; the
+    other rules still wait for the cramps."""
+    assert list(cards_for(client, note_request(text))) == fired
+
+
 def test_the_note_fires_the_same_critical_card_as_coded_data(client):
     """Cauda equina from the note alone and from coded data (scenario cauda-equina-retention):
     the same call to action, indicator, links, override reasons and orders; v2 summaries then
