@@ -1,4 +1,4 @@
-"""`cds-service serve | evaluate | replay`."""
+"""`cds-service serve | evaluate | replay | note-context`."""
 
 from __future__ import annotations
 
@@ -77,7 +77,28 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--jku", help="JWKS URL to name in the header")
     sign.add_argument("--ttl", type=int, default=300, help="seconds (default 300)")
     sign.set_defaults(run=_sign_token)
+
+    note = commands.add_parser(
+        "note-context",
+        help="why the note reader reads a phrase as it does: its status and what decided",
+    )
+    note.add_argument("--text", required=True, help="the note text")
+    note.add_argument(
+        "--target", required=True, help="a phrase in the text (first occurrence, any case)"
+    )
+    note.set_defaults(run=_note_context)
     return parser
+
+
+def _note_context(args: argparse.Namespace) -> int:
+    from . import notes
+
+    try:
+        answer = notes.context(args.text, args.target)
+    except ValueError as exc:
+        raise ConfigurationError(f"--target: {exc}") from None
+    print(json.dumps(answer.as_dict(), indent=2, ensure_ascii=False))
+    return 0
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -6,6 +6,11 @@ status; concept patterns find the catalog's symptoms; context triggers ("denies"
 "if", "mother has", "possible") give the mentions in their scope a status, up to a terminator
 ("but", "however"). Every term, trigger and header is data, in `valuesets/note-terms.yaml`.
 
+Three entry points share one context step (`_Scope.decide`): `read_note` (a draft note),
+`read_name` (a coded record's name, the catalog's text fallback: no sections) and `context`
+(any phrase or span: its status and the trigger or section header that decided it, which
+`cds-service note-context` prints).
+
 Why not medspaCy or negspacy: medspaCy ships for Python 3.11 only as an sdist pinned to
 spaCy < 3.8 and to an exact QuickUMLS build with C extensions; negspacy needs spaCy 3.8 (about
 300 MB installed with numpy, thinc and pydantic, over a second to import per worker) and covers
@@ -18,8 +23,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import asdict, dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
 
 import yaml
@@ -51,13 +56,14 @@ DIRECTIONS = {"forward", "backward", "both"}
 
 TOKEN_RE = re.compile(r"\d+(?:\.\d+)?(?:/\d+)?|[A-Za-z0-9]+(?:['’/&][A-Za-z0-9]+)*|[?;:,()&]")
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?(?:/\d+)?$")
+YEAR_RE = re.compile(r"(?:19|20)\d\d$")
 SPLIT_RE = re.compile(r"[.!?]+(?=\s|$)|;")
 HEADER_RE = re.compile(r"[ \t]*(?:[-*•][ \t]*)?([A-Za-z][A-Za-z0-9 /&'’()\-]{0,50}?)[ \t]*:")
 NO_SPLIT = {"dr", "vs", "e.g", "i.e", "eg", "ie", "approx", "mr", "mrs", "ms", "st", "fig"}
 # One more than the longest: a longer word seen through the window is no abbreviation either.
 _NO_SPLIT_LOOKBACK = max(map(len, NO_SPLIT)) + 1
 BREAKS_BACKWARD = {",", ";", "and"}  # a backward trigger's scope ends at these words
-CLAUSE_ENDS = {",", ";", ":", "(", ")"}  # a body site is looked for within the clause
+CLAUSE_ENDS = {",", ";", ":", "(", ")", "but"}  # a body site is looked for within the clause
 
 
 # --- What the reader returns -----------------------------------------------------------------
@@ -122,13 +128,14 @@ class Element:
     number: bool
     low: int
     high: int
+    year: bool = False  # a number that is a calendar year ("in 2019")
 
     def steps(self, words: list[str], i: int) -> Iterator[int]:
         """Where one occurrence of the element starting at word i ends."""
         if i >= len(words):
             return
         if self.number:
-            if NUMBER_RE.match(words[i]):
+            if NUMBER_RE.match(words[i]) and (not self.year or YEAR_RE.match(words[i])):
                 yield i + 1
             return
         for option in self.options.get(words[i], ()):
@@ -154,8 +161,37 @@ class Pattern:
 
     def longest(self, words: list[str], i: int) -> int | None:
         """The end of the longest match starting at word i, or None."""
+        first = self.elements[0]
+        if len(self.elements) == 1 and first.low == first.high == 1:  # one word or phrase
+            return max(first.steps(words, i), default=None)
+        follow = self._follow
+        if follow is not None and not any(
+            j < len(words) and words[j] in follow for j in first.steps(words, i)
+        ):
+            return None  # most tries end here: the second word cannot follow
         best = max(_ends(self.elements, words, i, 0), default=None)
         return best if best is not None and best > i else None
+
+    @cached_property
+    def next_words(self) -> frozenset[str] | None:
+        """When the pattern starts with one required word and then a required word: the words
+        that may follow the first, so a caller can skip the matcher at a glance."""
+        first = self.elements[0]
+        if first.low != 1 or first.high != 1 or first.number:
+            return None
+        if any(len(o) != 1 for options in first.options.values() for o in options):
+            return None
+        return self._follow
+
+    @cached_property
+    def _follow(self) -> frozenset[str] | None:
+        """The words that must follow the first element, when both are required words."""
+        if len(self.elements) < 2:
+            return None
+        first, second = self.elements[:2]
+        if first.low < 1 or first.number or second.low < 1 or second.number:
+            return None
+        return frozenset(second.options)
 
 
 def _ends(elements: tuple[Element, ...], words: list[str], i: int, k: int) -> Iterator[int]:
@@ -194,6 +230,7 @@ class Concept:
     by_side: dict[str, list[dict]]
     body_site: dict | None
     not_at: frozenset[str]
+    yields_to: frozenset[str] = frozenset()  # concepts whose mention covering it drops it
 
 
 @dataclass(frozen=True)
@@ -237,7 +274,7 @@ class Lexicon:
     sections: dict[tuple[str, ...], str | None]  # header words -> category (None: no status)
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when built with it
     """YAML without the 1.1 booleans: "no", "on" and "off" are words in this file."""
 
 
@@ -284,6 +321,7 @@ def load_lexicon(path: Path) -> Lexicon:
             spec.get("by_side") or {},
             spec.get("body_site"),
             frozenset(spec.get("not_at") or ()),
+            frozenset(spec.get("yields_to") or ()),
         )
         for entry in spec["patterns"]:
             entry = entry if isinstance(entry, dict) else {"pattern": entry}
@@ -361,8 +399,8 @@ def _element(part: str, classes: dict, phrase) -> Element:
         star = re.search(r"\*(\d*)$", part)
         if star:
             low, high, part = 0, int(star.group(1) or STAR_REPEATS), part[: star.start()]
-    if part == "#":
-        return Element({}, True, low, high)
+    if part in {"#", "#year"}:
+        return Element({}, True, low, high, year=part == "#year")
     if part.startswith("<") and part.endswith(">"):
         if part[1:-1] not in classes:
             raise ValueError(f"unknown word class {part}")
@@ -413,41 +451,60 @@ class Sentence:
     end: int
     section: str | None  # the status its section header gives (None: none)
     tokens: tuple[Token, ...]
+    header: tuple[int, int] | None = None  # where that header is in the text
 
 
 def sentences(text: str, lex: Lexicon) -> list[Sentence]:
     """The note's sentences, each with its section's status."""
     out: list[Sentence] = []
-    section: str | None = None  # of a header alone on its line: until a blank line
+    # Of a header alone on its line: until a blank line. (status, where the header is)
+    section: tuple[str | None, tuple[int, int] | None] = (None, None)
     has_content = False
     for lo, hi in _logical_lines(text):
         if not text[lo:hi].strip():
             if has_content:
-                section, has_content = None, False
+                section, has_content = (None, None), False
             continue
         header = _header(text, lo, hi, lex)
         line_section = section
         if header is not None:
-            category, content_start = header
+            category, content_start, where = header
             if not text[content_start:hi].strip():  # a header alone: its block follows
-                section, has_content = category, False
+                section, has_content = (category, where), False
                 continue
-            section, has_content = None, False  # its text follows it: this line only
-            line_section, lo = category, content_start
+            section, has_content = (None, None), False  # its text follows it: this line only
+            line_section, lo = (category, where), content_start
         else:
             has_content = True
         for s_lo, s_hi in _split(text, lo, hi):
             own = _header(text, s_lo, s_hi, lex)  # "… today. Family history: mother has"
             status = line_section
             if own is not None and s_lo != lo:
-                status, s_lo = own
-            tokens = tokenize(text, s_lo, s_hi, lex.abbreviations)
-            for i in range(0, len(tokens), MAX_SENTENCE_WORDS):
-                piece = tokens[i : i + MAX_SENTENCE_WORDS]
-                lo_, hi_ = (
-                    (s_lo, s_hi) if len(piece) == len(tokens) else (piece[0].start, piece[-1].end)
-                )
-                out.append(Sentence(lo_, hi_, status, tuple(piece)))
+                status, s_lo = (own[0], own[2]), own[1]
+            out += _pieces(text, s_lo, s_hi, status, lex)
+    return out
+
+
+def _pieces(
+    text: str, lo: int, hi: int, section: tuple[str | None, tuple[int, int] | None], lex: Lexicon
+) -> list[Sentence]:
+    """A sentence, or pieces of MAX_SENTENCE_WORDS words of an overlong one."""
+    tokens = tokenize(text, lo, hi, lex.abbreviations)
+    out = []
+    for i in range(0, len(tokens), MAX_SENTENCE_WORDS):
+        piece = tokens[i : i + MAX_SENTENCE_WORDS]
+        lo_, hi_ = (lo, hi) if len(piece) == len(tokens) else (piece[0].start, piece[-1].end)
+        header = section[1] if section[0] is not None else None
+        out.append(Sentence(lo_, hi_, section[0], tuple(piece), header))
+    return out
+
+
+def name_sentences(text: str, lex: Lexicon) -> list[Sentence]:
+    """A record's name read as sentences of its own: a name has no sections."""
+    out: list[Sentence] = []
+    for lo, hi in _logical_lines(text):
+        for s_lo, s_hi in _split(text, lo, hi):
+            out += _pieces(text, s_lo, s_hi, (None, None), lex)
     return out
 
 
@@ -500,17 +557,20 @@ def _trim(text: str, lo: int, hi: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _header(text: str, lo: int, hi: int, lex: Lexicon) -> tuple[str | None, int] | None:
+def _header(
+    text: str, lo: int, hi: int, lex: Lexicon
+) -> tuple[str | None, int, tuple[int, int]] | None:
     """A known section header at the start of text[lo:hi]: (its status, where its content
-    starts); None when the text does not start with one."""
+    starts, where the header's words are); None when the text does not start with one."""
     match = HEADER_RE.match(text, lo, hi)
     if match:
         words = tuple(_words(match.group(1), lex.abbreviations))
         if words in lex.sections:
-            return lex.sections[words], match.end()
+            return lex.sections[words], match.end(), match.span(1)
     words = tuple(_words(text[lo:hi], lex.abbreviations))
     if words and words in lex.sections and len(text[lo:hi].strip()) <= 60:
-        return lex.sections[words], hi  # a header alone on its line, without a colon
+        # a header alone on its line, without a colon
+        return lex.sections[words], hi, _trim(text, lo, hi)
     return None
 
 
@@ -529,23 +589,32 @@ def read_note(text: str, lex: Lexicon | None = None) -> tuple[NoteFinding, ...]:
     lex = lex or lexicon()
     found: list[NoteFinding] = []
     for sentence in sentences(text[:MAX_NOTE_CHARS], lex):
-        found += _read_sentence(sentence, lex)
+        found += _read_sentence(text, sentence, lex)
     return tuple(found)
 
 
-def _read_sentence(sentence: Sentence, lex: Lexicon) -> list[NoteFinding]:
+MAX_NAME_CHARS = 1_000  # a record's name is short; a longer one is read up to here
+
+
+def read_name(text: str, lex: Lexicon | None = None) -> tuple[NoteFinding, ...]:
+    """The concepts a coded record's name names (its code.text or a coding's display, such
+    as "Retention of urine, unspecified" or "History of basal cell carcinoma of skin"), each
+    with its status: the note's terms and context triggers, without note sections."""
+    lex = lex or lexicon()
+    found: list[NoteFinding] = []
+    for sentence in name_sentences(text[:MAX_NAME_CHARS], lex):
+        found += _read_sentence(text, sentence, lex)
+    return tuple(found)
+
+
+def _read_sentence(text: str, sentence: Sentence, lex: Lexicon) -> list[NoteFinding]:
     words = [t.word for t in sentence.tokens]
     targets = _targets(words, lex)
     if not targets:
         return []
-    triggers = _longest_first(_matches(words, lex.triggers, lambda t: t.pattern))
-    triggers = [
-        t for t in triggers if not any(g.start <= t.start and t.end <= g.end for g in targets)
-    ]
+    scope = _Scope.of(sentence, words, targets, lex)
     sites = _longest_first(_matches(words, lex.sites, lambda s: s[1]))
-    terminators = [t for t in triggers if t.item.category == "TERMINATE"]
-    scoping = [t for t in triggers if t.item.category in MODIFIERS]
-    out = []
+    located = []
     for target in targets:
         term: Term = target.item
         concept = lex.concepts[term.concept]
@@ -554,38 +623,219 @@ def _read_sentence(sentence: Sentence, lex: Lexicon) -> list[NoteFinding]:
             continue
         if site in concept.not_at:
             continue
+        located.append((target, term, concept, site, side))
+    spans: dict[str, list[_Span]] = {}
+    for target, *_ in located:
+        spans.setdefault(target.item.concept, []).append(target)
+    out = []
+    for target, term, concept, site, side in located:
+        # Saddle numbness is a saddle finding, not also a nerve symptom.
+        if (
+            concept.yields_to
+            and site in YIELDING_SITES
+            and any(
+                other.start < target.end and target.start < other.end
+                for name in concept.yields_to
+                for other in spans.get(name, ())
+            )
+        ):
+            continue
         if term.concept == "BILATERAL_SCIATICA":
             side = "bilateral"
-        modifiers = {t.item.category for t in scoping if _applies(t, target, terminators, words)}
-        if sentence.section:
-            modifiers.add(sentence.section)
-        if term.status:
-            modifiers.add(term.status)
-        ordered = tuple(c for c in PRECEDENCE if c in modifiers)
-        status = STATUS_OF[ordered[0]] if ordered else "affirmed"
+        decided = scope.decide(text, target, term.status)
         first, last = sentence.tokens[target.start], sentence.tokens[target.end - 1]
         out.append(
             NoteFinding(
                 term.concept,
-                status,
+                decided.status,
                 first.start,
                 last.end,
                 sentence.start,
                 sentence.end,
                 site,
                 side,
-                ordered,
+                decided.modifiers,
                 _code(concept, term, side),
             )
         )
     return out
 
 
+# A finding that yields to another concept (`yields_to`) is dropped where that concept's
+# mention covers it, unless it is located somewhere of its own ("numbness in the left leg and
+# perineum" is both a nerve symptom and saddle numbness).
+YIELDING_SITES = {None, "saddle", "buttock"}
+
+
+# --- The context step: is a mention current, and what decided -------------------------------
+
+
+@dataclass(frozen=True)
+class TriggerHit:
+    """The context trigger that decided a target's status, as it stands in the text."""
+
+    phrase: str  # the text's own words
+    category: str  # NEGATED, HYPOTHETICAL, FAMILY, HISTORICAL or POSSIBLE
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SectionHit:
+    """The section header that decided a target's status."""
+
+    header: str
+    category: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Context:
+    """Whether the words at start..end are current, and why (ConText)."""
+
+    status: str  # affirmed, negated, historical, hypothetical, family or possible
+    start: int  # the target, as offsets into the text
+    end: int
+    trigger: TriggerHit | None = None  # the trigger that decided (None: none did)
+    section: SectionHit | None = None  # the section header that decided (None: none did)
+    modifiers: tuple[str, ...] = ()  # every category that applies, strongest first
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "span": [self.start, self.end],
+            "trigger": None if self.trigger is None else asdict(self.trigger),
+            "section": None if self.section is None else asdict(self.section),
+            "modifiers": list(self.modifiers),
+        }
+
+
+def context(text: str, target: str | tuple[int, int], lex: Lexicon | None = None) -> Context:
+    """The status of any target in a note: a phrase (its first occurrence, in any case) or a
+    (start, end) span of characters. The same step read_note and read_name use for each
+    concept mention. ValueError when the phrase is not in the text or the span is not words
+    within one sentence."""
+    lex = lex or lexicon()
+    text = text[:MAX_NOTE_CHARS]
+    start, end = _target_span(text, target)
+    for sentence in sentences(text, lex):
+        if sentence.start <= start and end <= sentence.end:
+            break
+    else:
+        raise ValueError("the target is not within one sentence of the text")
+    inside = [i for i, t in enumerate(sentence.tokens) if t.start < end and start < t.end]
+    if not inside:
+        raise ValueError("the target holds no word")
+    words = [t.word for t in sentence.tokens]
+    span = _Span(inside[0], inside[-1] + 1, None)
+    concepts = _targets(words, lex)
+    own = next(
+        (
+            c.item.status
+            for c in concepts
+            if (c.start, c.end) == (span.start, span.end) and c.item.status
+        ),
+        None,
+    )
+    scope = _Scope.of(sentence, words, [*concepts, span], lex)
+    decided = scope.decide(text, span, own)
+    return Context(decided.status, start, end, decided.trigger, decided.section, decided.modifiers)
+
+
+def _target_span(text: str, target: str | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(target, str):
+        words = target.split()
+        if not words:
+            raise ValueError("the target phrase is empty")
+        pattern = r"\s+".join(re.escape(w) for w in words)
+        match = re.search(pattern, text, re.IGNORECASE)
+        if match is None:
+            raise ValueError("the target phrase is not in the text")
+        return match.span()
+    start, end = target
+    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+        raise ValueError(f"the target span {start}-{end} is not within the text")
+    return start, end
+
+
+@dataclass(frozen=True)
+class _Decided:
+    status: str
+    modifiers: tuple[str, ...]
+    trigger: TriggerHit | None
+    section: SectionHit | None
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """A sentence's context triggers, found once, and the step that applies them to a target."""
+
+    sentence: Sentence
+    words: list[str]
+    scoping: list[_Span]  # triggers that give a status
+    terminators: list[_Span]
+
+    @classmethod
+    def of(cls, sentence: Sentence, words: list[str], targets: list[_Span], lex: Lexicon):
+        """The sentence's triggers, outside the targets (a term's own words never trigger:
+        the "absent" of "absent sensation", the "not" of "not voided")."""
+        triggers = _longest_first(_matches(words, lex.triggers, lambda t: t.pattern))
+        triggers = [
+            t for t in triggers if not any(g.start <= t.start and t.end <= g.end for g in targets)
+        ]
+        return cls(
+            sentence,
+            words,
+            [t for t in triggers if t.item.category in MODIFIERS],
+            [t for t in triggers if t.item.category == "TERMINATE"],
+        )
+
+    def decide(self, text: str, target: _Span, own: str | None = None) -> _Decided:
+        """The target's status: the strongest category among the triggers whose scope reaches
+        it, its section's and its term's own ("afebrile"); with what decided."""
+        applying = [t for t in self.scoping if _applies(t, target, self.terminators, self.words)]
+        modifiers = {t.item.category for t in applying}
+        if self.sentence.section:
+            modifiers.add(self.sentence.section)
+        if own:
+            modifiers.add(own)
+        ordered = tuple(c for c in PRECEDENCE if c in modifiers)
+        if not ordered:
+            return _Decided("affirmed", (), None, None)
+        winner = ordered[0]
+        tokens = self.sentence.tokens
+        trigger = None
+        deciders = [t for t in applying if t.item.category == winner]
+        if deciders:
+            nearest = min(deciders, key=lambda t: _distance(t, target))
+            lo, hi = tokens[nearest.start].start, tokens[nearest.end - 1].end
+            trigger = TriggerHit(text[lo:hi], winner, lo, hi)
+        elif own == winner:
+            lo, hi = tokens[target.start].start, tokens[target.end - 1].end
+            trigger = TriggerHit(text[lo:hi], winner, lo, hi)
+        section = None
+        if self.sentence.section == winner and self.sentence.header is not None:
+            lo, hi = self.sentence.header
+            section = SectionHit(text[lo:hi], winner, lo, hi)
+        return _Decided(STATUS_OF[winner], ordered, trigger, section)
+
+
+def _distance(trigger: _Span, target: _Span) -> int:
+    return trigger.start - target.end if trigger.start >= target.end else target.start - trigger.end
+
+
 def _matches(words: list[str], index: Index, pattern_of) -> list[_Span]:
     spans = []
+    last = len(words) - 1
     for i, word in enumerate(words):
+        following = words[i + 1] if i < last else None
         for item in index.at(word):
-            end = pattern_of(item).longest(words, i)
+            pattern = pattern_of(item)
+            after = pattern.next_words
+            if after is not None and following not in after:
+                continue
+            end = pattern.longest(words, i)
             if end is not None:
                 spans.append(_Span(i, end, item))
     return spans

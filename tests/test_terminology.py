@@ -25,8 +25,8 @@ CONCEPT_GROUPS: dict[str, tuple[str, ...]] = {
     "SCIATIC_PATH_SITE": ("SCIATIC_PATH_SITE", "CALF_CRAMP"),
     "NERVE_SYMPTOM": ("NERVE_SYMPTOM",),
     "CAUDA_EQUINA": ("CAUDA_EQUINA",),
-    "BLADDER_BOWEL": ("BLADDER_BOWEL",),
-    "SADDLE_ANAESTHESIA": ("SADDLE_SITE", "SENSORY_LOSS"),
+    "BLADDER_BOWEL": ("BLADDER_BOWEL", "POST_VOID_RESIDUAL"),
+    "SADDLE_ANAESTHESIA": ("SADDLE_ANAESTHESIA", "SADDLE_SITE", "SENSORY_LOSS"),
     "BILATERAL_SCIATICA": ("BILATERAL_SCIATICA", "SCIATICA_RIGHT", "SCIATICA_LEFT"),
     "FOOT_DROP": ("FOOT_DROP", "FOOT_DROP_RIGHT", "FOOT_DROP_LEFT"),
     "CANCER_HISTORY": ("CANCER_HISTORY",),
@@ -37,8 +37,14 @@ CONCEPT_GROUPS: dict[str, tuple[str, ...]] = {
     "FRACTURE_RISK": ("FRACTURE_RISK",),
     "ELECTROLYTE_DX": ("ELECTROLYTE_DX",),
     "HYPOTHYROID": ("HYPOTHYROID", "TSH"),
-    "CKD": ("CKD", "EGFR", "CREATININE"),
-    "PREGNANCY": ("PREGNANCY",),
+    "CKD": ("CKD", "EGFR", "CREATININE", "CKD_STAGE3"),
+    "PREGNANCY": (
+        "PREGNANCY",
+        "PREGNANCY_EPISODE",
+        "PREGNANCY_STATUS",
+        "DELIVERY_DATE",
+        "GESTATIONAL_AGE",
+    ),
     "PAD": ("PAD",),
     "DIABETES_NEUROPATHY": ("DIABETES_NEUROPATHY", "HBA1C"),
     "DIURETIC": ("DIURETIC",),
@@ -46,6 +52,11 @@ CONCEPT_GROUPS: dict[str, tuple[str, ...]] = {
     "NSAID": ("NSAID",),
     "QUININE": ("QUININE",),
     "ANTICOAGULANT": ("ANTICOAGULANT",),
+    "ACE_ARB": ("ACE_ARB",),
+    "ANTIPLATELET": ("ANTIPLATELET",),
+    "SSRI_SNRI": ("SSRI_SNRI",),
+    "ORAL_STEROID": ("ORAL_STEROID",),
+    "NSAID_ALLERGY": ("NSAID_ALLERGY",),
     "LUMBAR_IMAGING": ("LUMBAR_IMAGING",),
 }
 
@@ -85,7 +96,9 @@ CATALOG_CODES: dict[str, list[tuple]] = {
         (SNOMED, "61685007", "Lower leg structure"),
         (SNOMED, "56459004"),
     ],
-    "NERVE_SYMPTOM": [(ICD10CM, c) for c in ("R20.0", "R20.2", "R20.9", "M62.81")],
+    # Version 2: weakness (M62.81) is LEG_WEAKNESS, not a nerve symptom.
+    "NERVE_SYMPTOM": [(SNOMED, c) for c in ("44077006", "91019004", "62507009")]
+    + [(ICD10CM, c) for c in ("R20.0", "R20.1", "R20.2", "R20.8", "R20.9")],
     "CAUDA_EQUINA": [(SNOMED, "192970008"), (ICD10CM, "G83.4"), (ICD10CM, "G95.81")],
     "BLADDER_BOWEL": [(SNOMED, "165232002"), (SNOMED, "267064002")]
     + [(ICD10CM, c) for c in ("R32", "R33.8", "R33.9", "R15.0", "R15.9")],
@@ -105,7 +118,11 @@ CATALOG_CODES: dict[str, list[tuple]] = {
     "WEIGHT_LOSS": [(SNOMED, "89362005"), (SNOMED, "448765001"), (ICD10CM, "R63.4")]
     + [(LOINC, "29463-7")],
     "FEVER": [(SNOMED, "386661006"), (ICD10CM, "R50.9"), (LOINC, "8310-5")],
-    "INJECTION_DRUG_USE": [(SNOMED, c) for c in ("228388006", "226034001", "5602001")]
+    "INJECTION_DRUG_USE": [
+        (SNOMED, "228388006", "Intravenous drug user"),
+        (SNOMED, "226034001"),
+        (SNOMED, "5602001", "Opioid abuse, injects"),
+    ]
     + [(ICD10CM, c) for c in ("F11.10", "F11.20", "F11.90")],
     "IMMUNOSUPPRESSION": [(SNOMED, "234532001")]
     + [(ICD10CM, c) for c in ("D84.9", "D84.821", "Z79.60", "Z79.69")],
