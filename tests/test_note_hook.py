@@ -78,9 +78,22 @@ def test_cramps_written_only_in_the_note_trigger_the_rules(client):
     request = note_request("HPI: pt c/o cramping in the right calf at night x 2 wk.", labs=False)
     cards = cards_for(client, request)
     assert list(cards) == ["cramp-labs-missing"]
-    detail = cards["cramp-labs-missing"]["detail"]
-    assert "Cramps reported: in the draft note, not yet coded: “" in detail
-    assert "cramping in the right calf" in detail
+    card = cards["cramp-labs-missing"]
+    # v2: the reported cramps are quoted on the association card only; this card says the note
+    # was read and offers to code the cramps it reports.
+    assert "read from the text of the note being signed" in card["detail"]
+    assert "cramping in the right calf" not in card["detail"]
+    (cramp,) = conditions_offered(card)
+    assert (SNOMED, "55300003") in codes(cramp)
+    assert cramp["code"]["text"] == "Muscle cramps (right calf)"
+
+
+def test_cramps_in_the_note_are_quoted_on_the_association_card(client):
+    text = "HPI: pt c/o cramping in the right calf at night x 2 wk. Right sciatica."
+    detail = cards_for(client, note_request(text))["cramp-sciatica-association"]["detail"]
+    [line] = [ln for ln in detail.splitlines() if ln.startswith("- Cramps reported: “")]
+    assert "cramping in the right calf" in line
+    assert "(draft note, not yet coded, 20 Nov)" in line
 
 
 @pytest.mark.parametrize(
@@ -153,9 +166,24 @@ def test_a_red_flag_written_only_in_the_note_fires(client, text, rule, indicator
     assert "in the draft note" in cards[rule]["detail"]
 
 
+@pytest.mark.parametrize(
+    ("text", "fired"),
+    [
+        ("Low back pain; new urinary retention since last night.", ["cauda-equina-red-flag"]),
+        ("Right sciatica, right foot drop.", []),
+        ("Low back pain with fevers for 3 days.", []),
+    ],
+)
+def test_without_reported_cramps_only_cauda_equina_fires(client, text, fired):
+    """v2 safety exception: cauda equina is evaluated whether or not cramps are reported; the
+    other rules still wait for the cramps."""
+    assert list(cards_for(client, note_request(text))) == fired
+
+
 def test_the_note_fires_the_same_critical_card_as_coded_data(client):
     """Cauda equina from the note alone and from coded data (scenario cauda-equina-retention):
-    the same summary, indicator, links, override reasons and orders."""
+    the same call to action, indicator, links, override reasons and orders; v2 summaries then
+    name the decisive finding, here the coded record or the note."""
     request, expected = load_scenario("cauda-equina-retention")
     coded_card = {
         c["source"]["topic"]["code"]: c
@@ -164,8 +192,11 @@ def test_the_note_fires_the_same_critical_card_as_coded_data(client):
     note_card = cards_for(
         client, note_request("Low back pain; new urinary retention since last night. Cramps.")
     )["cauda-equina-red-flag"]
-    for key in ("summary", "indicator", "source", "links", "overrideReasons", "selectionBehavior"):
+    for key in ("indicator", "source", "links", "overrideReasons", "selectionBehavior"):
         assert note_card[key] == coded_card[key], key
+    urgent = "Suspected cauda equina syndrome: emergency assessment now. "
+    assert coded_card["summary"].startswith(urgent)
+    assert note_card["summary"] == urgent + "New bladder or bowel change in the draft note (20 Nov)"
 
     def orders(card):
         return [
@@ -222,8 +253,10 @@ def test_an_uncertain_mention_is_supporting_evidence_on_a_card_that_fired(client
         }
     ]
     card = cards_for(client, request)["cauda-equina-red-flag"]
-    assert "Supporting: uncertain in the draft note: “" in card["detail"]
-    assert "Possible saddle numbness" in card["detail"]
+    assert (
+        "- Uncertain in the note: “Possible saddle numbness” (uncertain in the draft note, "
+        in (card["detail"])
+    )
     # the uncertain mention is evidence only: never offered for the problem list
     assert not any(
         ("http://hl7.org/fhir/sid/icd-10-cm", "R20.0") in codes(c) for c in conditions_offered(card)
@@ -234,7 +267,10 @@ def test_possible_numbness_supports_the_association(client):
     cards = cards_for(client, note_request("Left sciatica; left calf cramps. Possible numbness."))
     card = cards["cramp-sciatica-association"]
     assert card["indicator"] == "warning"
-    assert "Nerve symptom: uncertain in the draft note" in card["detail"]
+    assert (
+        "- Nerve symptom: “Possible numbness” (uncertain in the draft note, 20 Nov)"
+        in (card["detail"])
+    )
     assert not RED_FLAGS & set(cards)
 
 
@@ -245,8 +281,9 @@ def test_the_card_quotes_the_words_and_says_they_are_not_yet_coded(client):
     text = "Subjective: pt c/o cramps. Sciatica with new urinary retention since 6 am."
     card = cards_for(client, note_request(text))["cauda-equina-red-flag"]
     detail = card["detail"]
-    assert "New bladder or bowel change: in the draft note, not yet coded: “" in detail
-    assert "urinary retention" in " ".join(QUOTE.findall(detail))
+    [line] = [ln for ln in detail.splitlines() if ln.startswith("- New bladder or bowel change: “")]
+    assert "urinary retention" in " ".join(QUOTE.findall(line))
+    assert line.endswith("(draft note, not yet coded, 20 Nov)")
     assert "read from the text of the note being signed" in detail
 
 
@@ -269,7 +306,7 @@ def test_quotes_are_short_and_never_the_whole_note(client):
 
 def test_quoted_markdown_is_escaped(client):
     text = "Pt c/o cramps [see](https://example.org/x) **now**. <b>Sciatica</b>."
-    detail = cards_for(client, note_request(text, labs=False))["cramp-labs-missing"]["detail"]
+    detail = cards_for(client, note_request(text))["cramp-sciatica-association"]["detail"]
     assert "[see](" not in detail and "<b>" not in detail and "**now**" not in detail
     assert "\\[see\\]" in detail
 
@@ -307,7 +344,12 @@ def test_a_finding_without_a_catalog_code_is_evidence_only(client):
     card = cards_for(client, note_request("Low back pain; new bladder changes. Cramps."))[
         "cauda-equina-red-flag"
     ]
-    assert "New bladder or bowel change: in the draft note, not yet coded: “" in card["detail"]
+    [line] = [
+        ln
+        for ln in card["detail"].splitlines()
+        if ln.startswith("- New bladder or bowel change: “")
+    ]
+    assert "bladder changes" in line and line.endswith("(draft note, not yet coded, 20 Nov)")
     offered = conditions_offered(card)
     assert all(r["code"].get("coding") for r in offered)
     assert not any("bladder" in r["code"]["text"].lower() for r in offered)
@@ -331,7 +373,11 @@ def test_nothing_already_coded_is_offered_again(client):
     card = cards_for(client, request)["cauda-equina-red-flag"]
     assert not any((SNOMED, "267064002") in codes(r) for r in conditions_offered(card))
     assert any((SNOMED, "23056005") in codes(r) for r in conditions_offered(card))
-    assert "New bladder or bowel change: in the draft note: “" in card["detail"]
+    # the note's words are still quoted, as coded in the record rather than "not yet coded"
+    assert (
+        "- New bladder or bowel change: “new urinary retention” (draft note, 20 Nov)"
+        in (card["detail"])
+    )
 
 
 def test_each_finding_is_offered_once_per_response(client):
