@@ -194,6 +194,7 @@ def _card(
     shows_cramps = bool(text.get("show_cramps"))
     values = {
         "decisive": decisive_text(finding.decisive, chart),
+        "decisive_day": shown_day(finding.decisive.day if finding.decisive else None, chart.now),
         "reasons": ", ".join(common["reasons"][r] for r in finding.reasons),
     }
     noted = _noted(finding.evidence, chart)
@@ -244,7 +245,7 @@ def _card(
 
 def fit_summary(template: str, values: dict) -> str:
     """The summary with its values, shortened so that it stays under 140 characters."""
-    summary = template.format_map(values)
+    summary = template.format_map(values).replace(" ()", "")
     while len(summary) > MAX_SUMMARY and values:
         longest = max(values, key=lambda k: len(values[k]))
         value = values[longest]

@@ -360,6 +360,11 @@ class Chart:
         """A problem that counts: an active Condition, or current in the draft note."""
         return self.conditions_in(group) + self.noted_in(group)
 
+    def lasting_in(self, group: str) -> list[Match]:
+        """A lasting condition (CKD, diabetes, cancer history...): active, or in the draft note
+        as current or as past medical history, which for such a condition means it is there."""
+        return self.problems_in(group) + self.noted_in(group, "historical")
+
     # --- labs, medications, allergies, orders ----------------------------------------------
 
     def results(self, lab: Lab) -> tuple[list[LabResult], list[Unreadable]]:

@@ -87,7 +87,10 @@ def test_scenario_gets_exactly_its_expected_cards(client, name):
     response = client.call(expected["service"], request)
 
     assert response.status_code == 200
-    assert sorted(rule_ids(response)) == sorted(expected["rule_ids"])
+    # In card order (critical, warning, info), each with the indicator the catalog gives it.
+    assert rule_ids(response) == expected["rule_ids"]
+    indicators = [card["indicator"] for card in response.json()["cards"]]
+    assert indicators == expected["indicators"]
 
 
 @pytest.mark.parametrize("name", [n for n in scenario_names() if load_scenario(n)[1]["rule_ids"]])

@@ -22,10 +22,10 @@ def contraindications(chart: Chart, checking: tuple[str, ...] = ()) -> list[Evid
     egfr, _ = chart.latest_result(EGFR)
     if egfr is not None and egfr.value < EGFR_NSAID_BELOW:
         reasons.append(of_result("egfr-below-30", egfr))
-    reasons += of("ckd-severe", chart.problems_in("CKD_SEVERE"))
+    reasons += of("ckd-severe", chart.lasting_in("CKD_SEVERE"))
     reasons += pregnancy(chart)
     reasons += of_medications("anticoagulant", chart.medications_in("ANTICOAGULANT"))
-    reasons += of("heart-failure", chart.problems_in("HEART_FAILURE"))
+    reasons += of("heart-failure", chart.lasting_in("HEART_FAILURE"))
     reasons += of(
         "gi-ulcer-bleed",
         chart.problems_in("GI_ULCER_BLEED")
@@ -53,7 +53,7 @@ def cautions(chart: Chart) -> list[Evidence]:
     egfr, _ = chart.latest_result(EGFR)
     if egfr is not None and EGFR_NSAID_BELOW <= egfr.value < EGFR_CKD_BELOW:
         reasons.append(of_result("egfr-30-59", egfr))
-    reasons += of("ckd-stage-3", chart.problems_in("CKD_STAGE3"))
+    reasons += of("ckd-stage-3", chart.lasting_in("CKD_STAGE3"))
     ace_arb, diuretic = chart.medications_in("ACE_ARB"), chart.medications_in("DIURETIC")
     if ace_arb and diuretic:
         reasons += of_medications("triple-whammy", ace_arb + diuretic)

@@ -119,7 +119,7 @@ def comorbidity_cramp_cause(chart: Chart, prior: Mapping[str, Finding]) -> Findi
 
     tsh, unreadable = chart.latest_result(TSH)
     missing += unreadable
-    found = of("hypothyroidism", chart.problems_in("HYPOTHYROID"))
+    found = of("hypothyroidism", chart.lasting_in("HYPOTHYROID"))
     if tsh is not None and tsh.is_high():
         found.append(of_result("tsh-high", tsh))
     if found:
@@ -128,7 +128,7 @@ def comorbidity_cramp_cause(chart: Chart, prior: Mapping[str, Finding]) -> Findi
 
     egfr, unreadable = chart.latest_result(EGFR)
     missing += unreadable
-    found = of("ckd", chart.problems_in("CKD"))
+    found = of("ckd", chart.lasting_in("CKD"))
     if egfr is not None and egfr.value < EGFR_CKD_BELOW:
         found.append(of_result("egfr-below-60", egfr))
     if found:
@@ -140,14 +140,14 @@ def comorbidity_cramp_cause(chart: Chart, prior: Mapping[str, Finding]) -> Findi
         reasons.append("pregnancy")
     evidence += found
 
-    found = of("pad", chart.problems_in("PAD"))
+    found = of("pad", chart.lasting_in("PAD"))
     if found:
         reasons.append("pad")
     evidence += found
 
     a1c, unreadable = chart.latest_result(HBA1C)
     missing += unreadable
-    found = of("diabetes", chart.problems_in("DIABETES_NEUROPATHY"))
+    found = of("diabetes", chart.lasting_in("DIABETES_NEUROPATHY"))
     if a1c is not None and a1c.value >= HBA1C_DIABETES_AT_OR_ABOVE:
         found.append(of_result("hba1c-high", a1c))
     if found:

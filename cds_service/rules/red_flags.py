@@ -118,11 +118,11 @@ def serious_pathology_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Fi
         fever
         + of("injection-drug-use", chart.problems_in("INJECTION_DRUG_USE"))
         + of("opioid-use-disorder", chart.problems_in("OPIOID_USE_DISORDER"))
-        + of("immunosuppression", chart.problems_in("IMMUNOSUPPRESSION"))
+        + of("immunosuppression", chart.lasting_in("IMMUNOSUPPRESSION"))
     )
     cancer = of(
         "cancer-history",
-        chart.problems_in("CANCER_HISTORY") + chart.past_conditions_in("CANCER_HISTORY"),
+        chart.lasting_in("CANCER_HISTORY") + chart.past_conditions_in("CANCER_HISTORY"),
     )
     cancer += of(
         "weight-loss",
@@ -131,7 +131,7 @@ def serious_pathology_red_flag(chart: Chart, prior: Mapping[str, Finding]) -> Fi
         + chart.noted_in("WEIGHT_LOSS"),
     )
     cancer += measured_weight_loss(chart)
-    fracture = of("fracture-risk", chart.problems_in("FRACTURE_RISK")) if new_episode(chart) else []
+    fracture = of("fracture-risk", chart.lasting_in("FRACTURE_RISK")) if new_episode(chart) else []
     if not (infection or cancer or fracture):
         return None
     evidence = infection + cancer + fracture
