@@ -27,7 +27,7 @@ from .gather import Gathered
 from .labs import LABS, Lab
 from .notes import NoteFinding
 from .services import NOTE_SIGN_HOOK
-from .terminology import Coding, Hit, Terminology, codings_of, concept_text
+from .terminology import SYSTEM_LABELS, Coding, Hit, Terminology, codings_of, concept_text
 
 log = logging.getLogger(__name__)
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
@@ -562,6 +562,19 @@ def _by_name(concept: dict) -> dict[str, str]:
     return found
 
 
+def _subject(fact: Fact) -> str:
+    """What an unreadable record is called in the card detail: its name; without one, its kind
+    and short code label ("Condition ICD-10-CM G83.4"); never its resource id."""
+    if fact.name:
+        return fact.name
+    kind = fact.resource.get("resourceType")
+    kind = kind if isinstance(kind, str) else "record"
+    for coding in codings_of(fact.code):
+        if coding.system in SYSTEM_LABELS:
+            return f"{kind} {SYSTEM_LABELS[coding.system]} {coding.code}"
+    return f"a {kind}"
+
+
 class _Builder:
     def __init__(self, terminology: Terminology, now: datetime, unreadable: list[Unreadable]):
         self.terminology = terminology
@@ -594,11 +607,11 @@ class _Builder:
         if problem is not None:
             where = problem.split(" at ", 1)[1].split(" ", 1)[0] if " at " in problem else ""
             self.unreadable.append(
-                Unreadable("invalid", fact.name, fact.day, (("where", where or "resource"),))
+                Unreadable("invalid", _subject(fact), fact.day, (("where", where or "resource"),))
             )
             return False
         if dated and fact.when is None:
-            self.unreadable.append(Unreadable("no-date", fact.name))
+            self.unreadable.append(Unreadable("no-date", _subject(fact)))
             return False
         return True
 
@@ -704,7 +717,7 @@ def build_chart(
     patient = next((p for p in gathered.of_type("Patient") if p.get("id") == patient_id), None)
     unreadable: list[Unreadable] = []
     mine = {
-        kind: _about(gathered.of_type(kind), patient_id, unreadable)
+        kind: _about(gathered.of_type(kind), patient_id)
         for kind in (
             "Condition",
             "Observation",
@@ -713,6 +726,9 @@ def build_chart(
             "AllergyIntolerance",
         )
     }
+    others = sum(len(gathered.of_type(kind)) - len(found) for kind, found in mine.items())
+    if others:  # one line for them all (one per kind would be merged into a wrong count)
+        unreadable.append(Unreadable("other-patient", values=(("count", str(others)),)))
     builder = _Builder(terminology, now, unreadable)
     for fact, counts in _conditions(mine["Condition"], unreadable):
         builder.condition(fact, counts)
@@ -867,13 +883,9 @@ def _classified(items: list, terminology: Terminology, extra) -> dict:
     return {group: tuple(found) for group, found in out.items()}
 
 
-def _about(resources: list[dict], patient_id: str, unreadable: list[Unreadable]) -> list[dict]:
-    """The resources about this patient; how many name another one goes in the card detail."""
-    mine = [r for r in resources if _about_patient(r, patient_id)]
-    if len(mine) < len(resources):
-        others = len(resources) - len(mine)
-        unreadable.append(Unreadable("other-patient", values=(("count", str(others)),)))
-    return mine
+def _about(resources: list[dict], patient_id: str) -> list[dict]:
+    """The resources about this patient (how many name another one goes in the card detail)."""
+    return [r for r in resources if _about_patient(r, patient_id)]
 
 
 def _about_patient(resource: dict, patient_id: str) -> bool:
