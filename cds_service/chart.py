@@ -600,18 +600,20 @@ class _Builder:
         self.sites[fact.reference] = frozenset(found)
         return self.sites[fact.reference]
 
-    def valid(self, fact: Fact, dated: bool) -> bool:
+    def valid(self, fact: Fact, dated: bool, name: str = "") -> bool:
         """Whether a classified record can be used: valid FHIR R4B where rules read it, and,
-        when it needs a date, with a readable one. Otherwise it is named as unreadable."""
+        when it needs a date, with a readable one. Otherwise it is named as unreadable (by its
+        name, else `name`, e.g. the analyte, else its kind and code)."""
+        subject = fact.name or name or _subject(fact)
         problem = fhir_problem(fact.reference, fact.resource)
         if problem is not None:
             where = problem.split(" at ", 1)[1].split(" ", 1)[0] if " at " in problem else ""
             self.unreadable.append(
-                Unreadable("invalid", _subject(fact), fact.day, (("where", where or "resource"),))
+                Unreadable("invalid", subject, fact.day, (("where", where or "resource"),))
             )
             return False
         if dated and fact.when is None:
-            self.unreadable.append(Unreadable("no-date", _subject(fact)))
+            self.unreadable.append(Unreadable("no-date", subject))
             return False
         return True
 
@@ -647,6 +649,10 @@ class _Builder:
             self.saddle(fact, hits)
         if not self.valid(fact, dated=False):
             return
+        if fact.when is None and any(fact.resource.get(f) is not None for f in fact.date_fields):
+            # A date that is there but cannot be read is named; the record then counts only
+            # where no lookback asks for its date (an active problem), as an undated one does.
+            self.unreadable.append(Unreadable("no-date", _subject(fact)))
         if fact.body_sites:
             self.site_groups(fact)
         for group, hit in hits.items():
@@ -671,7 +677,7 @@ class _Builder:
         if labs:
             if fact.when is not None and fact.when < self.oldest:
                 return
-            if not self.valid(fact, dated=True):
+            if not self.valid(fact, dated=True, name=labs[0].name):
                 return
             for lab in labs:
                 result = _lab_value(lab, fact, by_name)

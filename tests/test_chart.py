@@ -218,6 +218,14 @@ def test_undated_condition_counts_but_not_within_a_lookback():
     assert only(chart.conditions_in("CRAMP")).when is None
     assert references(chart.conditions_in("CRAMP")) == ["Condition/c1"]
     assert chart.conditions_in("CRAMP", within_days=90) == []
+    assert lines(chart) == []  # no date is not an unreadable one
+
+
+def test_a_condition_whose_date_cannot_be_read_is_named_and_not_in_a_lookback():
+    chart = chart_of(condition(code="R25.2", onsetDateTime="yesterday"))
+    assert chart.conditions_in("CRAMP", within_days=90) == []
+    assert references(chart.conditions_in("CRAMP")) == ["Condition/c1"]
+    assert lines(chart) == ["Condition ICD-10-CM R25.2: no readable date, not interpretable"]
 
 
 # --- Partial dates and time zones -----------------------------------------------------------
