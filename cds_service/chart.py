@@ -204,8 +204,12 @@ class LabResult:
         return self.lab.high_above is not None and self.value > self.lab.high_above
 
     def shown(self) -> str:
+        """In the threshold unit, with the value as recorded when converting changed it:
+        "1.58 mg/dL (0.65 mmol/L)"; "45 mL/min/1.73m2" for 45 mL/min/{1.73_m2} (one unit)."""
         text = f"{self.value:.4g} {self.lab.unit}"
-        return text if self.original.endswith(f" {self.lab.unit}") else f"{text} ({self.original})"
+        unit = self.original.partition(" ")[2]
+        same_unit = all(self.lab.to_canonical(x, unit) == x for x in (1.0, 10.0))
+        return text if same_unit else f"{text} ({self.original})"
 
 
 @dataclass(frozen=True)

@@ -441,6 +441,15 @@ def test_result_is_shown_with_its_unit_and_as_recorded():
     assert result.shown() == "1.58 mg/dL (0.65 mmol/L)"
     result, _ = chart_of(observation(value=3.4)).latest_result(labs.POTASSIUM)
     assert result.shown() == "3.4 mmol/L"
+    # A spelling of the same unit is not repeated as recorded (no UCUM braces in a card).
+    result, _ = chart_of(observation(value=3.4, unit="mEq/L")).latest_result(labs.POTASSIUM)
+    assert result.shown() == "3.4 mmol/L"
+    egfr = observation(loinc="33914-3", value=45, unit="mL/min/{1.73_m2}")
+    result, _ = chart_of(egfr).latest_result(labs.EGFR)
+    assert result.shown() == "45 mL/min/1.73m2"
+    fever = observation(loinc="8310-5", value=101.2, unit="[degF]", days_ago=1)
+    result, _ = chart_of(fever).latest_result(labs.TEMPERATURE)
+    assert result.shown().endswith(" Cel (101.2 [degF])")
 
 
 # --- Low and high: interpretation, then reference range, then the fixed threshold ----------
