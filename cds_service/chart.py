@@ -537,10 +537,26 @@ def _read_name(text: str) -> tuple[tuple[str, str], ...]:
     reader = getattr(notes, "read_name", notes.read_note)
     lexicon = notes.lexicon()
     pairs: dict[tuple[str, str], None] = {}
-    for finding in reader(text):
+    for finding in not_saddle_numbness(reader(text)):
         for group in lexicon.concepts[finding.concept].groups:
             pairs[(group, finding.status)] = None
     return tuple(pairs)
+
+
+def not_saddle_numbness(findings: Iterable[NoteFinding]) -> tuple[NoteFinding, ...]:
+    """The findings without a nerve symptom read inside a saddle anaesthesia ("saddle
+    numbness", "perineal numbness"): saddle numbness is a red flag, never a nerve symptom."""
+    findings = tuple(findings)
+    groups = notes.lexicon().concepts
+    saddle = [
+        (f.start, f.end) for f in findings if "SADDLE_ANAESTHESIA" in groups[f.concept].groups
+    ]
+    return tuple(
+        f
+        for f in findings
+        if "NERVE_SYMPTOM" not in groups[f.concept].groups
+        or not any(start <= f.start and f.end <= end for start, end in saddle)
+    )
 
 
 def _names_of(concept: dict) -> list[str]:
@@ -761,7 +777,7 @@ def build_chart(
                 Unreadable("note-too-long", values=(("limit", str(notes.MAX_NOTE_CHARS)),))
             )
         try:
-            note_findings = notes.read_note(note_text)
+            note_findings = not_saddle_numbness(notes.read_note(note_text))
         except Exception as error:  # a defect of the reader must not cost the coded data's cards
             log.error("the note reader failed: %s (note text not logged)", type(error).__name__)
             unreadable.append(Unreadable("note-unreadable"))

@@ -4,6 +4,7 @@ how they are classified (CLINICAL_RULES.md, "Conventions"). Now is pinned.
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +21,7 @@ UCUM = "http://unitsofmeasure.org"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+V2_0136 = "http://terminology.hl7.org/CodeSystem/v2-0136"
 
 
 def chart_of(*resources: dict, hook: str = "patient-view", context: dict | None = None) -> Chart:
@@ -611,3 +613,109 @@ def test_a_finding_recorded_as_absent_is_not_a_report(value):
 )
 def test_a_finding_recorded_as_present_is_a_report(value):
     assert references(chart_of(_finding(value)).observations_in("CRAMP", 30)) == ["Observation/o1"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "2667000"}]}},
+        {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "410516002"}]}},
+        {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "260385009"}]}},
+        {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "373067005"}]}},
+        {"valueCodeableConcept": {"coding": [{"system": V2_0136, "code": "N"}]}},
+        {
+            "valueCodeableConcept": {
+                "coding": [{"system": "http://ehr.example", "code": "0", "display": "No"}]
+            }
+        },
+        {"valueCodeableConcept": {"text": "Negative"}},
+        {"valueString": "not present"},
+    ],
+    ids=[
+        "absent",
+        "known-absent",
+        "negative",
+        "no",
+        "v2-N",
+        "display-no",
+        "text-negative",
+        "string",
+    ],
+)
+def test_the_catalog_v2_negation_values_record_a_finding_as_absent(value):
+    chart = chart_of(_finding(value))
+    assert chart.observations_in("CRAMP", 30) == []
+    assert references(chart.observations_coded("CRAMP", 30)) == ["Observation/o1"]
+
+
+# --- Text fallback (catalog v2): a record whose codes no value set knows is read by name ------
+
+
+def local_condition(text: str, **fields) -> dict:
+    resource = condition(code="LR1", system="http://ehr.example/codes", **fields)
+    resource["code"]["text"] = text
+    return resource
+
+
+def test_a_condition_with_an_unknown_code_is_read_by_its_name():
+    chart = chart_of(local_condition("Lumbar radiculopathy"))
+    (match,) = chart.conditions_in("SCIATICA")
+    assert match.fact.reference == "Condition/c1" and match.by_name
+
+
+@pytest.mark.parametrize("text", ["No sciatica", "Possible sciatica", "Sciatica in mother"])
+def test_a_name_that_is_negated_uncertain_or_about_someone_else_does_not_count(text):
+    assert nothing_classified(chart_of(local_condition(text)))
+
+
+def test_a_name_that_says_history_of_is_past():
+    chart = chart_of(local_condition("History of sciatica"))
+    assert chart.conditions_in("SCIATICA") == []
+    assert references(chart.past_conditions_in("SCIATICA")) == ["Condition/c1"]
+
+
+@pytest.mark.parametrize("text", ["Saddle numbness", "Perineal numbness"])
+def test_saddle_numbness_by_name_is_saddle_anaesthesia_never_a_nerve_symptom(text):
+    chart = chart_of(local_condition(text))
+    assert references(chart.conditions_in("SADDLE_ANAESTHESIA")) == ["Condition/c1"]
+    assert chart.conditions_in("NERVE_SYMPTOM") == []
+
+
+def test_saddle_numbness_in_the_draft_note_is_not_a_nerve_symptom():
+    text = b"Saddle numbness since yesterday. Sciatica down the right leg. Calf cramps at night."
+    note = {
+        "resourceType": "DocumentReference",
+        "id": "n1",
+        "content": [
+            {"attachment": {"contentType": "text/plain", "data": base64.b64encode(text).decode()}}
+        ],
+    }
+    chart = chart_of(hook="dev.crampcds.note-sign", context={"note": note})
+    assert len(chart.noted_in("SADDLE_ANAESTHESIA")) == 1
+    assert chart.noted_in("NERVE_SYMPTOM") == []
+
+
+def local_lab(text: str, value: float, unit: str) -> dict:
+    resource = observation(value=value, unit=unit)
+    resource["code"] = {
+        "coding": [{"system": "http://ehr.example/lab", "code": "L1"}],
+        "text": text,
+    }
+    return resource
+
+
+def test_a_lab_with_a_local_code_is_read_by_the_analyte_name_in_its_unit():
+    result, _ = chart_of(local_lab("POTASSIUM", 3.1, "mmol/L")).latest_result(labs.POTASSIUM)
+    assert result.value == 3.1 and result.by_name and result.is_low()
+
+
+def test_a_local_lab_name_in_a_unit_not_the_analytes_is_not_read():
+    chart = chart_of(local_lab("POTASSIUM", 3.1, "mg/dL"))
+    assert chart.latest_result(labs.POTASSIUM) == (None, [])
+
+
+def test_an_ionized_calcium_by_name_is_never_a_total_calcium():
+    chart = chart_of(local_lab("Calcium, ionized", 1.0, "mmol/L"))
+    assert chart.latest_result(labs.CALCIUM_TOTAL) == (None, [])
+    result, _ = chart.latest_result(labs.CALCIUM_IONIZED)
+    assert result.value == 1.0 and result.by_name
