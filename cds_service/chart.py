@@ -27,7 +27,7 @@ from .gather import Gathered
 from .labs import LABS, Lab
 from .notes import NoteFinding
 from .services import NOTE_SIGN_HOOK
-from .terminology import Coding, Hit, Terminology, codings_of, concept_text
+from .terminology import SYSTEM_LABELS, Coding, Hit, Terminology, codings_of, concept_text
 
 log = logging.getLogger(__name__)
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
@@ -204,8 +204,12 @@ class LabResult:
         return self.lab.high_above is not None and self.value > self.lab.high_above
 
     def shown(self) -> str:
+        """In the threshold unit, with the value as recorded when converting changed it:
+        "1.58 mg/dL (0.65 mmol/L)"; "45 mL/min/1.73m2" for 45 mL/min/{1.73_m2} (one unit)."""
         text = f"{self.value:.4g} {self.lab.unit}"
-        return text if self.original.endswith(f" {self.lab.unit}") else f"{text} ({self.original})"
+        unit = self.original.partition(" ")[2]
+        same_unit = all(self.lab.to_canonical(x, unit) == x for x in (1.0, 10.0))
+        return text if same_unit else f"{text} ({self.original})"
 
 
 @dataclass(frozen=True)
@@ -538,10 +542,26 @@ def _read_name(text: str) -> tuple[tuple[str, str], ...]:
     reader = getattr(notes, "read_name", notes.read_note)
     lexicon = notes.lexicon()
     pairs: dict[tuple[str, str], None] = {}
-    for finding in reader(text):
+    for finding in not_saddle_numbness(reader(text)):
         for group in lexicon.concepts[finding.concept].groups:
             pairs[(group, finding.status)] = None
     return tuple(pairs)
+
+
+def not_saddle_numbness(findings: Iterable[NoteFinding]) -> tuple[NoteFinding, ...]:
+    """The findings without a nerve symptom read inside a saddle anaesthesia ("saddle
+    numbness", "perineal numbness"): saddle numbness is a red flag, never a nerve symptom."""
+    findings = tuple(findings)
+    groups = notes.lexicon().concepts
+    saddle = [
+        (f.start, f.end) for f in findings if "SADDLE_ANAESTHESIA" in groups[f.concept].groups
+    ]
+    return tuple(
+        f
+        for f in findings
+        if "NERVE_SYMPTOM" not in groups[f.concept].groups
+        or not any(start <= f.start and f.end <= end for start, end in saddle)
+    )
 
 
 def _names_of(concept: dict) -> list[str]:
@@ -565,6 +585,19 @@ def _by_name(concept: dict) -> dict[str, str]:
             if group not in found or rank.get(status, 9) < rank.get(found[group], 9):
                 found[group] = status
     return found
+
+
+def _subject(fact: Fact) -> str:
+    """What an unreadable record is called in the card detail: its name; without one, its kind
+    and short code label ("Condition ICD-10-CM G83.4"); never its resource id."""
+    if fact.name:
+        return fact.name
+    kind = fact.resource.get("resourceType")
+    kind = kind if isinstance(kind, str) else "record"
+    for coding in codings_of(fact.code):
+        if coding.system in SYSTEM_LABELS:
+            return f"{kind} {SYSTEM_LABELS[coding.system]} {coding.code}"
+    return f"a {kind}"
 
 
 class _Builder:
@@ -592,18 +625,20 @@ class _Builder:
         self.sites[fact.reference] = frozenset(found)
         return self.sites[fact.reference]
 
-    def valid(self, fact: Fact, dated: bool) -> bool:
+    def valid(self, fact: Fact, dated: bool, name: str = "") -> bool:
         """Whether a classified record can be used: valid FHIR R4B where rules read it, and,
-        when it needs a date, with a readable one. Otherwise it is named as unreadable."""
+        when it needs a date, with a readable one. Otherwise it is named as unreadable (by its
+        name, else `name`, e.g. the analyte, else its kind and code)."""
+        subject = fact.name or name or _subject(fact)
         problem = fhir_problem(fact.reference, fact.resource)
         if problem is not None:
             where = problem.split(" at ", 1)[1].split(" ", 1)[0] if " at " in problem else ""
             self.unreadable.append(
-                Unreadable("invalid", fact.name, fact.day, (("where", where or "resource"),))
+                Unreadable("invalid", subject, fact.day, (("where", where or "resource"),))
             )
             return False
         if dated and fact.when is None:
-            self.unreadable.append(Unreadable("no-date", fact.name))
+            self.unreadable.append(Unreadable("no-date", subject))
             return False
         return True
 
@@ -639,6 +674,10 @@ class _Builder:
             self.saddle(fact, hits)
         if not self.valid(fact, dated=False):
             return
+        if fact.when is None and any(fact.resource.get(f) is not None for f in fact.date_fields):
+            # A date that is there but cannot be read is named; the record then counts only
+            # where no lookback asks for its date (an active problem), as an undated one does.
+            self.unreadable.append(Unreadable("no-date", _subject(fact)))
         if fact.body_sites:
             self.site_groups(fact)
         for group, hit in hits.items():
@@ -663,7 +702,7 @@ class _Builder:
         if labs:
             if fact.when is not None and fact.when < self.oldest:
                 return
-            if not self.valid(fact, dated=True):
+            if not self.valid(fact, dated=True, name=labs[0].name):
                 return
             for lab in labs:
                 result = _lab_value(lab, fact, by_name)
@@ -709,7 +748,7 @@ def build_chart(
     patient = next((p for p in gathered.of_type("Patient") if p.get("id") == patient_id), None)
     unreadable: list[Unreadable] = []
     mine = {
-        kind: _about(gathered.of_type(kind), patient_id, unreadable)
+        kind: _about(gathered.of_type(kind), patient_id)
         for kind in (
             "Condition",
             "Observation",
@@ -718,6 +757,9 @@ def build_chart(
             "AllergyIntolerance",
         )
     }
+    others = sum(len(gathered.of_type(kind)) - len(found) for kind, found in mine.items())
+    if others:  # one line for them all (one per kind would be merged into a wrong count)
+        unreadable.append(Unreadable("other-patient", values=(("count", str(others)),)))
     builder = _Builder(terminology, now, unreadable)
     for fact, counts in _conditions(mine["Condition"], unreadable):
         builder.condition(fact, counts)
@@ -740,7 +782,7 @@ def build_chart(
                 Unreadable("note-too-long", values=(("limit", str(notes.MAX_NOTE_CHARS)),))
             )
         try:
-            note_findings = notes.read_note(note_text)
+            note_findings = not_saddle_numbness(notes.read_note(note_text))
         except Exception as error:  # a defect of the reader must not cost the coded data's cards
             log.error("the note reader failed: %s (note text not logged)", type(error).__name__)
             unreadable.append(Unreadable("note-unreadable"))
@@ -872,13 +914,9 @@ def _classified(items: list, terminology: Terminology, extra) -> dict:
     return {group: tuple(found) for group, found in out.items()}
 
 
-def _about(resources: list[dict], patient_id: str, unreadable: list[Unreadable]) -> list[dict]:
-    """The resources about this patient; how many name another one goes in the card detail."""
-    mine = [r for r in resources if _about_patient(r, patient_id)]
-    if len(mine) < len(resources):
-        others = len(resources) - len(mine)
-        unreadable.append(Unreadable("other-patient", values=(("count", str(others)),)))
-    return mine
+def _about(resources: list[dict], patient_id: str) -> list[dict]:
+    """The resources about this patient (how many name another one goes in the card detail)."""
+    return [r for r in resources if _about_patient(r, patient_id)]
 
 
 def _about_patient(resource: dict, patient_id: str) -> bool:

@@ -4,12 +4,14 @@ how they are classified (CLINICAL_RULES.md, "Conventions"). Now is pinned.
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cds_service import labs, terminology
-from cds_service.chart import Chart, build_chart
+from cds_service.cards import unreadable_line
+from cds_service.chart import Chart, Fact, build_chart
 from cds_service.gather import Gathered
 from cds_service.terminology import ICD10CM, LOINC, RXNORM, SNOMED
 
@@ -19,6 +21,7 @@ UCUM = "http://unitsofmeasure.org"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+V2_0136 = "http://terminology.hl7.org/CodeSystem/v2-0136"
 
 
 def chart_of(*resources: dict, hook: str = "patient-view", context: dict | None = None) -> Chart:
@@ -111,6 +114,38 @@ def references(matches) -> list[str]:
     return [m.fact.reference for m in matches]
 
 
+def only(matches) -> Fact:
+    """The one record a query found (the chart holds a Condition only in its groups)."""
+    (match,) = matches
+    return match.fact
+
+
+def nothing_classified(chart: Chart) -> bool:
+    """No record of the chart counts in any concept group: no Condition (current or past), no
+    finding, no lab result or unreadable lab, no medication."""
+    return not (
+        chart.current
+        or chart.past
+        or chart.findings
+        or chart.coded_observations
+        or chart.lab_results
+        or chart.lab_unreadable
+        or chart.medications
+    )
+
+
+def lines(chart: Chart, unreadable=None) -> list[str]:
+    """What could not be read, as the card detail words it."""
+    items = chart.unreadable if unreadable is None else unreadable
+    return [unreadable_line(item, chart) for item in items]
+
+
+def shown(days_ago: float) -> str:
+    """A date as cards show it ("17 Nov")."""
+    moment = NOW - timedelta(days=days_ago)
+    return f"{moment.day} {moment.strftime('%b')}"
+
+
 # --- Condition status -----------------------------------------------------------------------
 
 
@@ -151,7 +186,7 @@ def test_refuted_or_entered_in_error_condition_never_counts_not_even_as_past(
     chart = chart_of(condition(clinical=clinical, verification=verification))
     assert chart.conditions_in("SCIATICA") == []
     assert chart.past_conditions_in("SCIATICA") == []
-    assert chart.conditions == () and chart.past_conditions == ()
+    assert chart.current == {} and chart.past == {}  # in no concept group at all
 
 
 # --- Condition date -------------------------------------------------------------------------
@@ -159,32 +194,40 @@ def test_refuted_or_entered_in_error_condition_never_counts_not_even_as_past(
 
 def test_condition_date_is_its_onset_rather_than_when_recorded():
     chart = chart_of(condition(onsetDateTime=day(100), recordedDate=day(5), code="R25.2"))
-    assert chart.conditions[0].day == day(100)
+    assert only(chart.conditions_in("CRAMP")).day == day(100)
     assert chart.conditions_in("CRAMP", within_days=90) == []  # onset decides the lookback
 
 
 def test_condition_without_onset_is_dated_when_recorded():
     chart = chart_of(condition(onsetDateTime=None, recordedDate=day(5), code="R25.2"))
-    assert chart.conditions[0].day == day(5)
+    assert only(chart.conditions_in("CRAMP")).day == day(5)
     assert references(chart.conditions_in("CRAMP", within_days=90)) == ["Condition/c1"]
 
 
 def test_condition_onset_period_is_dated_by_its_start():
     period = {"start": day(50), "end": day(1)}
     chart = chart_of(condition(onsetDateTime=None, onsetPeriod=period, recordedDate=day(2)))
-    assert chart.conditions[0].day == day(50)
+    assert only(chart.conditions_in("SCIATICA")).day == day(50)
 
 
 def test_condition_with_an_onset_that_is_not_a_date_falls_back_to_when_recorded():
     chart = chart_of(condition(onsetDateTime=None, onsetString="last spring", recordedDate=day(3)))
-    assert chart.conditions[0].day == day(3)
+    assert only(chart.conditions_in("SCIATICA")).day == day(3)
 
 
 def test_undated_condition_counts_but_not_within_a_lookback():
     chart = chart_of(condition(onsetDateTime=None, code="R25.2"))
-    assert chart.conditions[0].when is None
+    assert only(chart.conditions_in("CRAMP")).when is None
     assert references(chart.conditions_in("CRAMP")) == ["Condition/c1"]
     assert chart.conditions_in("CRAMP", within_days=90) == []
+    assert lines(chart) == []  # no date is not an unreadable one
+
+
+def test_a_condition_whose_date_cannot_be_read_is_named_and_not_in_a_lookback():
+    chart = chart_of(condition(code="R25.2", onsetDateTime="yesterday"))
+    assert chart.conditions_in("CRAMP", within_days=90) == []
+    assert references(chart.conditions_in("CRAMP")) == ["Condition/c1"]
+    assert lines(chart) == ["Condition ICD-10-CM R25.2: no readable date, not interpretable"]
 
 
 # --- Partial dates and time zones -----------------------------------------------------------
@@ -200,7 +243,7 @@ def test_undated_condition_counts_but_not_within_a_lookback():
 )
 def test_partial_date_stands_for_its_first_instant(onset, first_instant):
     chart = chart_of(condition(onsetDateTime=onset))
-    assert chart.conditions[0].when == first_instant
+    assert only(chart.conditions_in("SCIATICA")).when == first_instant
     assert references(chart.conditions_in("SCIATICA")) == ["Condition/c1"]
 
 
@@ -224,7 +267,7 @@ def test_partial_dates_are_placed_in_the_lookback_by_their_first_instant():
 )
 def test_a_time_zone_is_honoured(onset, utc):
     chart = chart_of(condition(code="R25.2", onsetDateTime=onset))
-    assert chart.conditions[0].when == utc
+    assert only(chart.conditions_in("CRAMP")).when == utc
     # The 90-day lookback starts at 2026-08-22T12:00Z: the zone decides whether it counts.
     counts = bool(chart.conditions_in("CRAMP", within_days=90))
     assert counts == (utc >= NOW - timedelta(days=90))
@@ -234,7 +277,7 @@ def test_a_time_without_a_zone_is_read_as_utc_and_the_condition_counts():
     # FHIR requires a zone when a time is given, but the chart reads dates itself: a missing zone
     # is read as UTC rather than hiding the condition (a red flag must not be missed for it).
     chart = chart_of(condition(code="R25.2", onsetDateTime="2026-11-19T10:00:00"))
-    assert chart.conditions[0].when == datetime(2026, 11, 19, 10, tzinfo=UTC)
+    assert only(chart.conditions_in("CRAMP")).when == datetime(2026, 11, 19, 10, tzinfo=UTC)
     assert references(chart.conditions_in("CRAMP", within_days=90)) == ["Condition/c1"]
 
 
@@ -245,9 +288,22 @@ def test_a_malformed_field_the_rules_never_read_does_not_hide_a_red_flag():
 
 
 def test_a_malformed_field_the_rules_read_is_named_and_not_used():
+    # Named by what it is and its date, never by its resource id (catalog v2, card wording).
+    named = condition(code="G83.4", onsetDateTime=day(3), bodySite="calf")
+    named["code"]["text"] = "Cauda equina syndrome"
+    chart = chart_of(named)
+    assert chart.conditions_in("CAUDA_EQUINA") == []
+    assert lines(chart) == [
+        f"Cauda equina syndrome ({shown(3)}): not valid FHIR R4 at bodySite, not interpretable"
+    ]
+
+
+def test_a_malformed_record_without_a_name_is_named_by_its_code():
     chart = chart_of(condition(code="G83.4", onsetDateTime=day(3), bodySite="calf"))
     assert chart.conditions_in("CAUDA_EQUINA") == []
-    assert any("Condition/c1" in item and "not interpretable" in item for item in chart.unreadable)
+    (line,) = lines(chart)
+    assert line.startswith("Condition ICD-10-CM G83.4 (") and "not interpretable" in line
+    assert "c1" not in line
 
 
 # --- Observation status and date ------------------------------------------------------------
@@ -262,24 +318,30 @@ def test_observation_counts_when_final_amended_corrected_or_preliminary(status):
 @pytest.mark.parametrize("status", ["registered", "cancelled", "entered-in-error", "unknown"])
 def test_observation_does_not_count_when_not_resulted(status):
     chart = chart_of(observation(status=status))
-    assert chart.observations == ()
+    assert nothing_classified(chart)
     assert chart.results(labs.POTASSIUM) == ([], [])
+
+
+def latest_potassium(resource: dict):
+    result, unreadable = chart_of(resource).latest_result(labs.POTASSIUM)
+    assert unreadable == [] and result is not None
+    return result
 
 
 def test_observation_date_is_its_effective_date_time_rather_than_issued():
     o = observation(effectiveDateTime="2026-11-01T08:00:00Z", issued="2026-11-03T09:00:00Z")
-    assert chart_of(o).observations[0].when == datetime(2026, 11, 1, 8, tzinfo=UTC)
+    assert latest_potassium(o).fact.when == datetime(2026, 11, 1, 8, tzinfo=UTC)
 
 
 def test_observation_period_is_dated_by_its_start():
     period = {"start": "2026-11-01T08:00:00Z", "end": "2026-11-02T08:00:00Z"}
     o = observation(effectiveDateTime=None, effectivePeriod=period)
-    assert chart_of(o).observations[0].when == datetime(2026, 11, 1, 8, tzinfo=UTC)
+    assert latest_potassium(o).fact.when == datetime(2026, 11, 1, 8, tzinfo=UTC)
 
 
 def test_observation_without_effective_is_dated_when_issued():
     o = observation(effectiveDateTime=None, issued="2026-11-03T09:15:00Z")
-    assert chart_of(o).observations[0].when == datetime(2026, 11, 3, 9, 15, tzinfo=UTC)
+    assert latest_potassium(o).fact.when == datetime(2026, 11, 3, 9, 15, tzinfo=UTC)
 
 
 def test_observation_date_decides_the_lab_lookback():
@@ -348,22 +410,32 @@ def test_unconvertible_unit_is_reported_not_interpretable_and_not_used(lab, loin
     result, unreadable = chart.latest_result(lab)
     assert result is None
     assert len(unreadable) == 1
-    assert "Observation/o1" in unreadable[0] and "not interpretable" in unreadable[0]
-    assert lab.name in unreadable[0] and f" {unit}" in unreadable[0]
+    (line,) = lines(chart, unreadable)
+    # Named by the analyte (the record has no name of its own), its value, unit and date.
+    assert line == f"{lab.name} {value:g} {unit} ({shown(2)}): unit not interpretable, not used"
+    assert "Observation/o1" not in line
 
 
 def test_an_unreadable_newer_result_does_not_hide_an_older_readable_one():
     newer = observation("newer", value=2.0, unit="mg", days_ago=1)  # would look low if guessed
     older = observation("older", value=4.0, unit="mmol/L", days_ago=20)
-    result, unreadable = chart_of(newer, older).latest_result(labs.POTASSIUM)
+    chart = chart_of(newer, older)
+    result, unreadable = chart.latest_result(labs.POTASSIUM)
     assert result.fact.reference == "Observation/older" and not result.is_low()
-    assert "Observation/newer" in unreadable[0]
+    assert lines(chart, unreadable) == [
+        f"potassium 2 mg ({shown(1)}): unit not interpretable, not used"
+    ]
 
 
 def test_a_lab_without_a_number_is_not_interpretable():
     o = observation(value=None, valueString="haemolysed")
-    result, unreadable = chart_of(o).latest_result(labs.POTASSIUM)
-    assert result is None and "not interpretable" in unreadable[0]
+    o["code"]["text"] = "Potassium, serum"
+    chart = chart_of(o)
+    result, unreadable = chart.latest_result(labs.POTASSIUM)
+    assert result is None
+    assert lines(chart, unreadable) == [
+        f"Potassium, serum ({shown(10)}): no numeric value, not interpretable"
+    ]
 
 
 def test_result_is_shown_with_its_unit_and_as_recorded():
@@ -371,6 +443,15 @@ def test_result_is_shown_with_its_unit_and_as_recorded():
     assert result.shown() == "1.58 mg/dL (0.65 mmol/L)"
     result, _ = chart_of(observation(value=3.4)).latest_result(labs.POTASSIUM)
     assert result.shown() == "3.4 mmol/L"
+    # A spelling of the same unit is not repeated as recorded (no UCUM braces in a card).
+    result, _ = chart_of(observation(value=3.4, unit="mEq/L")).latest_result(labs.POTASSIUM)
+    assert result.shown() == "3.4 mmol/L"
+    egfr = observation(loinc="33914-3", value=45, unit="mL/min/{1.73_m2}")
+    result, _ = chart_of(egfr).latest_result(labs.EGFR)
+    assert result.shown() == "45 mL/min/1.73m2"
+    fever = observation(loinc="8310-5", value=101.2, unit="[degF]", days_ago=1)
+    result, _ = chart_of(fever).latest_result(labs.TEMPERATURE)
+    assert result.shown().endswith(" Cel (101.2 [degF])")
 
 
 # --- Low and high: interpretation, then reference range, then the fixed threshold ----------
@@ -432,14 +513,13 @@ def test_resources_about_another_patient_are_ignored():
         observation(subject=other),
         medication_request(subject=other, medicationCodeableConcept={"text": "furosemide"}),
     )
-    assert chart.conditions == () and chart.past_conditions == ()
-    assert chart.observations == ()
-    assert chart.medications == ()
+    assert nothing_classified(chart)
+    assert lines(chart) == ["3 resource(s) about another patient: not used"]
 
 
 def test_a_patient_whose_id_starts_like_ours_is_another_patient():
     chart = chart_of(condition(subject={"reference": "Patient/p10"}))
-    assert chart.conditions == ()
+    assert nothing_classified(chart)
 
 
 def test_an_absolute_reference_to_our_patient_counts():
@@ -456,7 +536,11 @@ def test_a_versioned_reference_to_our_patient_counts():
 
 
 def _diuretics(chart: Chart) -> list[tuple[str, str]]:
-    return [(m.reference, how) for m, how in chart.medications_in("DIURETIC")]
+    """Each diuretic, and how it matched: "system|code", or "name 'X'" (X: the drug's name)."""
+    return [
+        (m.reference, f"{c.system}|{c.code}" if c else f"name {m.name!r}")
+        for m, c in chart.medications_in("DIURETIC")
+    ]
 
 
 def test_medication_reference_is_resolved_from_a_contained_medication():
@@ -483,7 +567,7 @@ def test_unresolved_medication_reference_falls_back_to_its_display_name():
     request = medication_request(
         medicationReference={"reference": "Medication/elsewhere", "display": "Bumetanide 1 mg"}
     )
-    assert _diuretics(chart_of(request)) == [("MedicationRequest/m1", "name 'bumetanide'")]
+    assert _diuretics(chart_of(request)) == [("MedicationRequest/m1", "name 'Bumetanide 1 mg'")]
 
 
 def test_medication_without_a_drug_matches_nothing():
@@ -494,7 +578,7 @@ def test_medication_without_a_drug_matches_nothing():
 @pytest.mark.parametrize("status", ["active", "on-hold", "draft"])
 def test_active_on_hold_or_draft_medication_counts(status):
     request = medication_request(status=status, medicationCodeableConcept={"text": "Furosemide"})
-    assert _diuretics(chart_of(request)) == [("MedicationRequest/m1", "name 'furosemide'")]
+    assert _diuretics(chart_of(request)) == [("MedicationRequest/m1", "name 'Furosemide'")]
 
 
 @pytest.mark.parametrize("status", ["stopped", "completed", "cancelled", "entered-in-error"])
@@ -529,3 +613,109 @@ def test_a_finding_recorded_as_absent_is_not_a_report(value):
 )
 def test_a_finding_recorded_as_present_is_a_report(value):
     assert references(chart_of(_finding(value)).observations_in("CRAMP", 30)) == ["Observation/o1"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "2667000"}]}},
+        {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "410516002"}]}},
+        {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "260385009"}]}},
+        {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "373067005"}]}},
+        {"valueCodeableConcept": {"coding": [{"system": V2_0136, "code": "N"}]}},
+        {
+            "valueCodeableConcept": {
+                "coding": [{"system": "http://ehr.example", "code": "0", "display": "No"}]
+            }
+        },
+        {"valueCodeableConcept": {"text": "Negative"}},
+        {"valueString": "not present"},
+    ],
+    ids=[
+        "absent",
+        "known-absent",
+        "negative",
+        "no",
+        "v2-N",
+        "display-no",
+        "text-negative",
+        "string",
+    ],
+)
+def test_the_catalog_v2_negation_values_record_a_finding_as_absent(value):
+    chart = chart_of(_finding(value))
+    assert chart.observations_in("CRAMP", 30) == []
+    assert references(chart.observations_coded("CRAMP", 30)) == ["Observation/o1"]
+
+
+# --- Text fallback (catalog v2): a record whose codes no value set knows is read by name ------
+
+
+def local_condition(text: str, **fields) -> dict:
+    resource = condition(code="LR1", system="http://ehr.example/codes", **fields)
+    resource["code"]["text"] = text
+    return resource
+
+
+def test_a_condition_with_an_unknown_code_is_read_by_its_name():
+    chart = chart_of(local_condition("Lumbar radiculopathy"))
+    (match,) = chart.conditions_in("SCIATICA")
+    assert match.fact.reference == "Condition/c1" and match.by_name
+
+
+@pytest.mark.parametrize("text", ["No sciatica", "Possible sciatica", "Sciatica in mother"])
+def test_a_name_that_is_negated_uncertain_or_about_someone_else_does_not_count(text):
+    assert nothing_classified(chart_of(local_condition(text)))
+
+
+def test_a_name_that_says_history_of_is_past():
+    chart = chart_of(local_condition("History of sciatica"))
+    assert chart.conditions_in("SCIATICA") == []
+    assert references(chart.past_conditions_in("SCIATICA")) == ["Condition/c1"]
+
+
+@pytest.mark.parametrize("text", ["Saddle numbness", "Perineal numbness"])
+def test_saddle_numbness_by_name_is_saddle_anaesthesia_never_a_nerve_symptom(text):
+    chart = chart_of(local_condition(text))
+    assert references(chart.conditions_in("SADDLE_ANAESTHESIA")) == ["Condition/c1"]
+    assert chart.conditions_in("NERVE_SYMPTOM") == []
+
+
+def test_saddle_numbness_in_the_draft_note_is_not_a_nerve_symptom():
+    text = b"Saddle numbness since yesterday. Sciatica down the right leg. Calf cramps at night."
+    note = {
+        "resourceType": "DocumentReference",
+        "id": "n1",
+        "content": [
+            {"attachment": {"contentType": "text/plain", "data": base64.b64encode(text).decode()}}
+        ],
+    }
+    chart = chart_of(hook="dev.crampcds.note-sign", context={"note": note})
+    assert len(chart.noted_in("SADDLE_ANAESTHESIA")) == 1
+    assert chart.noted_in("NERVE_SYMPTOM") == []
+
+
+def local_lab(text: str, value: float, unit: str) -> dict:
+    resource = observation(value=value, unit=unit)
+    resource["code"] = {
+        "coding": [{"system": "http://ehr.example/lab", "code": "L1"}],
+        "text": text,
+    }
+    return resource
+
+
+def test_a_lab_with_a_local_code_is_read_by_the_analyte_name_in_its_unit():
+    result, _ = chart_of(local_lab("POTASSIUM", 3.1, "mmol/L")).latest_result(labs.POTASSIUM)
+    assert result.value == 3.1 and result.by_name and result.is_low()
+
+
+def test_a_local_lab_name_in_a_unit_not_the_analytes_is_not_read():
+    chart = chart_of(local_lab("POTASSIUM", 3.1, "mg/dL"))
+    assert chart.latest_result(labs.POTASSIUM) == (None, [])
+
+
+def test_an_ionized_calcium_by_name_is_never_a_total_calcium():
+    chart = chart_of(local_lab("Calcium, ionized", 1.0, "mmol/L"))
+    assert chart.latest_result(labs.CALCIUM_TOTAL) == (None, [])
+    result, _ = chart.latest_result(labs.CALCIUM_IONIZED)
+    assert result.value == 1.0 and result.by_name
