@@ -29,7 +29,7 @@ from functools import cache
 
 import yaml
 
-from .chart import Chart, NoteFact, Unreadable
+from .chart import Chart, LabResult, NoteFact, Unreadable
 from .content import content_dir
 from .rules.base import Evidence, Finding
 from .terminology import SYSTEM_LABELS
@@ -108,8 +108,7 @@ def _source(evidence: Evidence) -> str:
 def _name(evidence: Evidence) -> str:
     """What the record is called, with its value: "Potassium 2.9 mmol/L", "“numb bum”"."""
     if evidence.result is not None:
-        analyte = content().common["labs"][evidence.result.lab.value_set]
-        return f"{analyte} {evidence.result.shown()}"
+        return lab_text(evidence.result)
     if evidence.match is not None:
         fact = evidence.match.fact
         if isinstance(fact, NoteFact):
@@ -123,11 +122,35 @@ def _name(evidence: Evidence) -> str:
 
 def _values(evidence: Evidence, chart: Chart) -> dict[str, str]:
     values = dict(evidence.values)
-    if "highest_day" in values:
-        values["highest_day"] = shown_day(values["highest_day"], chart.now)
     if "due" in values:
         values["due"] = shown_day(values["due"], chart.now)
     return values
+
+
+def _number(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}"
+
+
+def _recorded_decimals(number: float) -> int:
+    text = repr(number)
+    return 0 if "e" in text or text.endswith(".0") else len(text.partition(".")[2])
+
+
+def lab_text(result: LabResult) -> str:
+    """ "Potassium 2.9 mmol/L", "Temperature 38.4 °C (101.2 °F)": the analyte, its value in the
+    threshold unit as a clinician writes it, and the value as recorded when converting changed
+    it. A value keeps the decimals it was recorded with (2.99 stays 2.99)."""
+    common = content().common
+    units = common["units"]
+    lab = result.lab
+    unit = units.get(lab.unit, lab.unit)
+    if result.same_unit:
+        decimals = max(lab.decimals, _recorded_decimals(result.number))
+        value = f"{_number(result.number, decimals)} {unit}"
+    else:
+        recorded = units.get(result.unit, result.unit)
+        value = f"{_number(result.value, lab.decimals)} {unit} ({result.number:g} {recorded})"
+    return f"{common['labs'][lab.value_set]} {value}"
 
 
 def evidence_line(evidence: Evidence, chart: Chart, count: int = 1) -> str:

@@ -175,7 +175,8 @@ class LabResult:
     lab: Lab
     fact: Fact
     value: float  # in lab.unit
-    original: str  # the value as recorded, with its unit
+    number: float  # the value as recorded
+    unit: str  # the unit as recorded
     interpretation: str | None  # N, L, LL, H or HH when the Observation says so
     range_low: float | None  # reference range, in lab.unit
     range_high: float | None
@@ -203,13 +204,11 @@ class LabResult:
             return self.value > self.range_high
         return self.lab.high_above is not None and self.value > self.lab.high_above
 
-    def shown(self) -> str:
-        """In the threshold unit, with the value as recorded when converting changed it:
-        "1.58 mg/dL (0.65 mmol/L)"; "45 mL/min/1.73m2" for 45 mL/min/{1.73_m2} (one unit)."""
-        text = f"{self.value:.4g} {self.lab.unit}"
-        unit = self.original.partition(" ")[2]
-        same_unit = all(self.lab.to_canonical(x, unit) == x for x in (1.0, 10.0))
-        return text if same_unit else f"{text} ({self.original})"
+    @property
+    def same_unit(self) -> bool:
+        """Whether the recorded unit is a spelling of the threshold unit (45 mL/min/{1.73_m2}
+        is 45 mL/min/1.73m2): then the value is shown once, as recorded."""
+        return all(self.lab.to_canonical(x, self.unit) == x for x in (1.0, 10.0))
 
 
 @dataclass(frozen=True)
@@ -461,7 +460,8 @@ def _lab_value(lab: Lab, fact: Fact, by_name: bool) -> LabResult | Unreadable:
         lab,
         fact,
         converted,
-        f"{number:g} {unit}",
+        number,
+        unit,
         _interpretation(fact.resource),
         low,
         high,

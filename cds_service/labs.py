@@ -30,6 +30,7 @@ class Lab:
     low_below: float | None = None
     high_above: float | None = None
     markedly_low_below: float | None = None
+    decimals: int = 1  # how many decimals a clinician writes the value with
     # Names a local code's display or text gives the analyte (whole words, lower case); a name
     # counts only with one of the lab's units. `not_with` words make it another analyte.
     names: tuple[str, ...] = ()
@@ -84,6 +85,7 @@ SODIUM = Lab(
     low_below=135,
     markedly_low_below=125,
     names=("sodium", "na", "na+"),
+    decimals=0,
 )
 CALCIUM_TOTAL = Lab(
     "calcium (total)",
@@ -123,6 +125,7 @@ CALCIUM_IONIZED = Lab(
         "free calcium",
         "ica",
     ),
+    decimals=2,
 )
 MAGNESIUM = Lab(
     "magnesium",
@@ -143,7 +146,16 @@ ELECTROLYTES: tuple[Lab, ...] = (
     MAGNESIUM,
 )
 
-TSH = Lab("TSH", "TSH", "mIU/L", _TSH, DAYS_12_MONTHS, high_above=4.5, names=("tsh", "thyrotropin"))
+TSH = Lab(
+    "TSH",
+    "TSH",
+    "mIU/L",
+    _TSH,
+    DAYS_12_MONTHS,
+    high_above=4.5,
+    names=("tsh", "thyrotropin"),
+    decimals=2,
+)
 EGFR = Lab(
     "eGFR",
     "EGFR",
@@ -151,6 +163,7 @@ EGFR = Lab(
     _EGFR,
     DAYS_12_MONTHS,
     names=("egfr", "estimated glomerular filtration rate", "gfr"),
+    decimals=0,
 )
 EGFR_CKD_BELOW = 60.0
 EGFR_NSAID_BELOW = 30.0
@@ -183,6 +196,7 @@ PVR = Lab(
     _units({("mL", "ml", "cc"): _SAME}),
     14,
     names=("post void residual", "postvoid residual", "pvr", "bladder scan"),
+    decimals=0,
 )
 PVR_ABOVE = 200.0
 # Every lab the chart reads, in the order a local code's name is tried (specific names first).

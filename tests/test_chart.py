@@ -438,20 +438,27 @@ def test_a_lab_without_a_number_is_not_interpretable():
     ]
 
 
-def test_result_is_shown_with_its_unit_and_as_recorded():
+def test_result_is_shown_with_its_unit_as_a_clinician_writes_it_and_as_recorded():
+    from cds_service.cards import lab_text
+
     result, _ = chart_of(observation(loinc="2601-3", value=0.65)).latest_result(labs.MAGNESIUM)
-    assert result.shown() == "1.58 mg/dL (0.65 mmol/L)"
+    assert lab_text(result) == "Magnesium 1.6 mg/dL (0.65 mmol/L)"
     result, _ = chart_of(observation(value=3.4)).latest_result(labs.POTASSIUM)
-    assert result.shown() == "3.4 mmol/L"
+    assert lab_text(result) == "Potassium 3.4 mmol/L"
+    # Recorded precision is kept: 2.99 is not rounded up to the 3.0 threshold.
+    result, _ = chart_of(observation(value=2.99)).latest_result(labs.POTASSIUM)
+    assert lab_text(result) == "Potassium 2.99 mmol/L"
+    result, _ = chart_of(observation(value=3)).latest_result(labs.POTASSIUM)
+    assert lab_text(result) == "Potassium 3.0 mmol/L"
     # A spelling of the same unit is not repeated as recorded (no UCUM braces in a card).
     result, _ = chart_of(observation(value=3.4, unit="mEq/L")).latest_result(labs.POTASSIUM)
-    assert result.shown() == "3.4 mmol/L"
+    assert lab_text(result) == "Potassium 3.4 mmol/L"
     egfr = observation(loinc="33914-3", value=45, unit="mL/min/{1.73_m2}")
     result, _ = chart_of(egfr).latest_result(labs.EGFR)
-    assert result.shown() == "45 mL/min/1.73m2"
+    assert lab_text(result) == "eGFR 45 mL/min/1.73 m²"
     fever = observation(loinc="8310-5", value=101.2, unit="[degF]", days_ago=1)
     result, _ = chart_of(fever).latest_result(labs.TEMPERATURE)
-    assert result.shown().endswith(" Cel (101.2 [degF])")
+    assert lab_text(result) == "Temperature 38.4 °C (101.2 °F)"
 
 
 # --- Low and high: interpretation, then reference range, then the fixed threshold ----------

@@ -184,11 +184,6 @@ def measured_weight_loss(chart: Chart) -> list[Evidence]:
         return []
     loss = (highest.value - latest.value) / highest.value * 100
     return [
-        of_result(
-            "measured-weight-loss",
-            latest,
-            percent=f"{loss:.1f}",
-            highest=highest.shown(),
-            highest_day=highest.fact.day or "",
-        )
+        of_result("measured-weight-loss", latest, percent=f"{loss:.1f}"),
+        of_result("highest-weight", highest),
     ]
