@@ -144,9 +144,9 @@ def lab_text(result: LabResult) -> str:
     units = common["units"]
     lab = result.lab
     unit = units.get(lab.unit, lab.unit)
-    if result.same_unit:
+    if result.same_unit:  # shown as recorded, the unit spelled as a clinician writes it
         decimals = max(lab.decimals, _recorded_decimals(result.number))
-        value = f"{_number(result.number, decimals)} {unit}"
+        value = f"{_number(result.number, decimals)} {units.get(result.unit, result.unit)}"
     else:
         recorded = units.get(result.unit, result.unit)
         value = f"{_number(result.value, lab.decimals)} {unit} ({result.number:g} {recorded})"

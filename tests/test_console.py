@@ -138,7 +138,7 @@ def test_a_critical_card_renders_with_its_indicator_evidence_source_and_actions(
     assert 'class="cds-card cds-card-critical"' in cards
     assert '<span class="indicator-text">Critical</span>' in cards
     assert "<strong>Findings</strong>" in cards
-    assert "<li>Cauda equina syndrome recorded: Cauda equina syndrome" in cards
+    assert "<li>Cauda equina syndrome (problem list, 17 Nov, ICD-10-CM G83.4)" in cards
     assert f'<a href="{card["source"]["url"]}" rel="noopener noreferrer"' in cards
     for suggestion in card["suggestions"]:
         assert f'data-suggestion="{suggestion["uuid"]}"' in cards

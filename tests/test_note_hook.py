@@ -81,7 +81,7 @@ def test_cramps_written_only_in_the_note_trigger_the_rules(client):
     card = cards["cramp-labs-missing"]
     # v2: the reported cramps are quoted on the association card only; this card says the note
     # was read and offers to code the cramps it reports.
-    assert "read from the text of the note being signed" in card["detail"]
+    assert "read in the draft note being signed" in card["detail"]
     assert "cramping in the right calf" not in card["detail"]
     (cramp,) = conditions_offered(card)
     assert (SNOMED, "55300003") in codes(cramp)
@@ -284,7 +284,7 @@ def test_the_card_quotes_the_words_and_says_they_are_not_yet_coded(client):
     [line] = [ln for ln in detail.splitlines() if ln.startswith("- New bladder or bowel change: “")]
     assert "urinary retention" in " ".join(QUOTE.findall(line))
     assert line.endswith("(draft note, not yet coded, 20 Nov)")
-    assert "read from the text of the note being signed" in detail
+    assert "read in the draft note being signed" in detail
 
 
 def test_quotes_are_short_and_never_the_whole_note(client):

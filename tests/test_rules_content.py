@@ -261,7 +261,7 @@ def test_nsaid_caution_names_the_low_egfr_and_offers_to_delete_the_nsaid(client,
     card = call(client, name)["nsaid-caution"]
     assert card["indicator"] == "warning"
     assert "eGFR" in card["summary"]
-    assert "eGFR" in card["detail"] and "25 mL/min/1.73m2" in card["detail"]
+    assert "eGFR 25 mL/min/1.73 m²" in card["detail"]
     assert deleted(card) == ["MedicationRequest/ibu"]
 
 
@@ -302,9 +302,9 @@ def test_an_unreadable_potassium_is_named_as_not_interpretable(client):
     [
         ("electrolyte-potassium-low", "Potassium", ["3.4 mmol/L"]),
         ("electrolyte-potassium-meq", "Potassium", ["3.4 mEq/L"]),
-        ("electrolyte-magnesium-mmol", "Magnesium", ["1.58 mg/dL", "0.65 mmol/L"]),
+        ("electrolyte-magnesium-mmol", "Magnesium", ["1.6 mg/dL", "(0.65 mmol/L)"]),
         ("electrolyte-magnesium-mgdl", "Magnesium", ["1.58 mg/dL"]),
-        ("electrolyte-calcium-mmol-low", "Calcium", ["8.216 mg/dL", "2.05 mmol/L"]),
+        ("electrolyte-calcium-mmol-low", "Calcium", ["8.2 mg/dL", "(2.05 mmol/L)"]),
         ("mixed-three-causes", "Potassium", ["3.1 mmol/L"]),
     ],
 )
