@@ -414,11 +414,10 @@ class Chart:
         return _orders_to_check(self.hook, self.draft_orders, self.selections)
 
     def note_fact(self, reference: str | None) -> NoteFact | None:
-        return self._note_facts_by_reference.get(reference) if reference else None
-
-    @cached_property
-    def _note_facts_by_reference(self) -> dict[str, NoteFact]:
-        return {fact.reference: fact for fact in self.note_facts}
+        """The note finding a piece of evidence quotes (its reference), if it is one."""
+        if not reference or not self.note_facts:
+            return None
+        return next((f for f in self.note_facts if f.reference == reference), None)
 
 
 def is_negated(observation: dict) -> bool:
@@ -520,12 +519,17 @@ def lab_by_name(concept: object, unit: object) -> Lab | None:
     if not isinstance(unit, str) or not unit:
         return None
     texts = [concept_text(concept)] + [c.display for c in codings_of(concept)]
-    for text in filter(None, texts):
-        words = _analyte_words(text)
-        joined = f" {' '.join(words)} "
-        for lab in LABS:
-            if lab.to_canonical(1.0, unit) is None:
-                continue
+    return _lab_named(tuple(filter(None, texts)), unit)
+
+
+@lru_cache(maxsize=4096)
+def _lab_named(texts: tuple[str, ...], unit: str) -> Lab | None:
+    """lab_by_name's answer, once per distinct name and unit (a record repeats its local lab
+    codes at every visit)."""
+    labs = [lab for lab in LABS if lab.to_canonical(1.0, unit) is not None]
+    for text in texts:
+        joined = f" {' '.join(_analyte_words(text))} "
+        for lab in labs:
             if any(f" {w} " in joined for w in lab.not_with):
                 continue
             if any(f" {' '.join(_analyte_words(name))} " in joined for name in lab.names):
@@ -539,7 +543,7 @@ def lab_by_name(concept: object, unit: object) -> Lab | None:
 @lru_cache(maxsize=4096)
 def _read_name(text: str) -> tuple[tuple[str, str], ...]:
     """(group, status) pairs the lexicon reads in a record's name: once per distinct text."""
-    reader = getattr(notes, "read_name", notes.read_note)
+    reader = notes.read_name
     lexicon = notes.lexicon()
     pairs: dict[tuple[str, str], None] = {}
     for finding in not_saddle_numbness(reader(text)):
@@ -600,6 +604,23 @@ def _subject(fact: Fact) -> str:
     return f"a {kind}"
 
 
+def _concept_key(concept: dict) -> tuple | None:
+    """A hashable key for a CodeableConcept's text and codings, or None when it has none."""
+    codings = concept.get("coding")
+    try:
+        key = (
+            concept.get("text"),
+            tuple(
+                (c.get("system"), c.get("code"), c.get("display")) if isinstance(c, dict) else c
+                for c in (codings if isinstance(codings, list) else ())
+            ),
+        )
+        hash(key)
+    except TypeError:  # a malformed coding (a list where a string belongs)
+        return None
+    return key
+
+
 class _Builder:
     def __init__(self, terminology: Terminology, now: datetime, unreadable: list[Unreadable]):
         self.terminology = terminology
@@ -613,6 +634,7 @@ class _Builder:
         self.lab_results: dict[str, list[LabResult]] = {}
         self.lab_unreadable: dict[str, list[Unreadable]] = {}
         self.sites: dict[str, frozenset[str]] = {}
+        self._classified: dict[tuple, dict[str, Hit]] = {}
 
     def site_groups(self, fact: Fact) -> frozenset[str]:
         """The groups a record's body sites belong to, by code or by name; recorded once."""
@@ -643,7 +665,15 @@ class _Builder:
         return True
 
     def groups(self, concept: dict) -> dict[str, Hit]:
-        return self.terminology.classify(concept)
+        """The groups a CodeableConcept is coded in: classified once per distinct concept (a
+        record repeats the same lab and problem codes many times)."""
+        key = _concept_key(concept)
+        if key is None:
+            return self.terminology.classify(concept)
+        hits = self._classified.get(key)
+        if hits is None:
+            hits = self._classified[key] = self.terminology.classify(concept)
+        return dict(hits)
 
     def saddle(self, fact: Fact, hits: dict[str, Hit]) -> None:
         """Numbness coded as a nerve symptom that describes the saddle area (its name, or a

@@ -16,6 +16,7 @@ over its codings: the chart classifies each record once and rules never walk cod
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -73,8 +74,12 @@ def concept_text(concept: object) -> str:
     return text if isinstance(text, str) else ""
 
 
+_NOT_WORD = re.compile(r"[^\w]+|_+")
+
+
 def _words(text: str) -> tuple[str, ...]:
-    return tuple("".join(c if c.isalnum() else " " for c in text.lower()).split())
+    """The text's words in lower case (letters and digits; anything else separates)."""
+    return tuple(w for w in _NOT_WORD.split(text.lower()) if w)
 
 
 def _names(name: str, words: tuple[str, ...]) -> bool:
@@ -183,7 +188,16 @@ class Terminology:
                 self._prefix_lengths.setdefault(key[0], set()).add(len(key[1]))
             for key, word in vs.unverified.items():
                 self._unverified.setdefault(key, []).append((name, word))
-        self._named = tuple((n, vs) for n, vs in value_sets.items() if vs.names)
+        # Names by their first word, and `-suffix` names: a concept's words are looked up
+        # once each, whatever the number of names (drug and class names of every group).
+        self._names_by_first: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        self._suffixes: list[tuple[str, str]] = []
+        for name, vs in value_sets.items():
+            for entry in vs.names:
+                if entry.startswith("-"):
+                    self._suffixes.append((entry[1:], name))
+                elif words := _words(entry):
+                    self._names_by_first.setdefault(words[0], []).append((words, name))
 
     def __getitem__(self, name: str) -> ValueSet:
         return self.value_sets[name]
@@ -223,10 +237,20 @@ class Terminology:
         )
 
     def named(self, concept: object) -> dict[str, Hit]:
-        """Groups whose names (drug ingredients, classes) the concept's text or displays name."""
-        return {
-            name: Hit(name, None) for name, vs in self._named if vs.match_name(concept) is not None
-        }
+        """Groups whose names (drug ingredients, classes) the concept's text or displays name,
+        as whole words (as `ValueSet.match_name` would answer, for every group at once)."""
+        found: dict[str, Hit] = {}
+        texts = [concept_text(concept)] + [coding.display for coding in codings_of(concept)]
+        for text in texts:
+            words = _words(text) if text else ()
+            for i, word in enumerate(words):
+                for wanted, group in self._names_by_first.get(word, ()):
+                    if group not in found and words[i : i + len(wanted)] == wanted:
+                        found[group] = Hit(group, None)
+                for suffix, group in self._suffixes:
+                    if group not in found and word.endswith(suffix) and len(word) > len(suffix) + 1:
+                        found[group] = Hit(group, None)
+        return found
 
 
 def parse_value_set(document: dict) -> ValueSet:
