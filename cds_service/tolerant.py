@@ -82,6 +82,9 @@ _BY_TYPE: dict[str, tuple[str, ...]] = {
 }
 
 
+_PATHS = {kind: tuple(tuple(p.split(".")) for p in paths) for kind, paths in _BY_TYPE.items()}
+
+
 def tolerate(body: object, prefetch_keys: object = None) -> list[str]:
     """Rewrite, in place, each single object sent for a FHIR array of the request's resources
     as a one-item array; the field paths rewritten (logged as one warning). `prefetch_keys`
@@ -138,18 +141,43 @@ def _resource(resource: object, path: str, fixed: list[str]) -> None:
     if not isinstance(resource, dict):
         return
     resource_type = resource.get("resourceType")
-    for field_path in _BY_TYPE.get(resource_type, ()) if isinstance(resource_type, str) else ():
-        _wrap(resource, field_path.split("."), path, fixed)
+    for parts in _PATHS.get(resource_type, ()) if isinstance(resource_type, str) else ():
+        value = resource.get(parts[0])
+        if type(value) is dict or (len(parts) > 1 and type(value) is list):
+            _wrap(resource, parts, path, fixed)
     if resource_type == "Bundle":
         entries = resource.get("entry")
         for index, entry in enumerate(entries if isinstance(entries, list) else []):
             if isinstance(entry, dict):
                 _resource(entry.get("resource"), f"{path}.entry[{index}].resource", fixed)
         return
-    _anywhere(resource, path, fixed)
+    if _has_single(resource):
+        _anywhere(resource, path, fixed)
 
 
-def _wrap(node: dict, parts: list[str], path: str, fixed: list[str]) -> None:
+def _has_single(node: dict) -> bool:
+    """Whether a `coding`, `extension` or `modifierExtension` under `node` is an object: the
+    cheap check that spares nearly every resource the path-keeping walk below."""
+    try:
+        return _single_under(node)
+    except RecursionError:  # nested deeper than this stack allows: the walk below will tell
+        return True
+
+
+def _single_under(node: dict) -> bool:
+    for name, value in node.items():
+        kind = type(value)
+        if kind is dict:
+            if name in _ANYWHERE or _single_under(value):
+                return True
+        elif kind is list:
+            for item in value:
+                if type(item) is dict and _single_under(item):
+                    return True
+    return False
+
+
+def _wrap(node: dict, parts: tuple[str, ...], path: str, fixed: list[str]) -> None:
     name, rest = parts[0], parts[1:]
     value = node.get(name)
     here = f"{path}.{name}"
