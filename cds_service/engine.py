@@ -94,5 +94,5 @@ class Engine:
             tuple(f.rule_id for f in findings),
             tuple(gathered.fetched),
             (time.monotonic() - started) * 1000,
-            tuple(tolerated),
+            tuple(tolerated[:20]),
         )
