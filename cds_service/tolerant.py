@@ -6,6 +6,8 @@ warning names the field path, never its value. The pass runs over the request's 
 (prefetch, `context.draftOrders`, `context.note`) before schema validation and before the
 chart, so nothing downstream needs to know. Only an object where an array of objects belongs
 is tolerated; anything else malformed is still answered with 400.
+
+Feedback too: the older bare-Coding `overrideReason` is read as `overrideReason.reason`.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def tolerate_feedback(body: dict) -> None:
         if (
             isinstance(reason, dict)
             and "code" in reason
-            and not {"reason", "userComment"} & (reason.keys())
+            and not {"reason", "userComment"} & reason.keys()
         ):
             item["overrideReason"] = {"reason": reason}
             fixed.append(f"feedback[{index}].overrideReason")
