@@ -171,6 +171,7 @@ def invoke(service_id: str):
     )
     g.rule_ids = outcome.rule_ids
     g.fetched = outcome.fetched
+    g.tolerated = outcome.tolerated
     g.cards = [
         (card["uuid"], card["source"]["topic"]["code"], card["indicator"])
         for card in outcome.response["cards"]
@@ -207,6 +208,7 @@ def _authenticate():
         )
     except Unauthorized as refusal:
         g.auth_failure = str(refusal)  # for the log; the caller learns nothing
+        g.reason = "unauthorized"
         issue = Issue("Unauthorized", None, "login")
         response = json_response(operation_outcome([issue]), 401)
         response.headers["WWW-Authenticate"] = "Bearer"
@@ -231,9 +233,20 @@ def _access_log(response: Response) -> Response:
         record["issuer"] = caller.issuer.iss
         if caller.tenant:
             record["tenant"] = caller.tenant
-    for key in ("service_id", "hook_instance", "patient", "rule_ids", "fetched", "auth_failure"):
+    for key in (
+        "service_id",
+        "hook_instance",
+        "patient",
+        "rule_ids",
+        "fetched",
+        "tolerated",
+        "auth_failure",
+    ):
         if g.get(key):
             record[key] = g.get(key)
+    if 400 <= response.status_code < 500:
+        record["reason"] = g.get("reason") or _REASONS.get(response.status_code, "client-error")
+        record["expression"] = _expressions(response)
     if record.get("service_id"):
         record["hook"] = find_service(record["service_id"]).hook
     if log.isEnabledFor(logging.INFO):
@@ -246,14 +259,47 @@ def _access_log(response: Response) -> Response:
     return response
 
 
+# The access log's short reason for a 4xx whose handler set none.
+_REASONS = {
+    400: "invalid",
+    401: "unauthorized",
+    404: "not-found",
+    405: "method-not-allowed",
+    412: "data-unavailable",
+    413: "too-large",
+    415: "unsupported-media-type",
+}
+
+
+def _expressions(response: Response) -> list[str]:
+    """The field paths an OperationOutcome answer names (paths, never values; each cut short:
+    a path may hold a field name the client chose)."""
+    if response.mimetype != "application/json" or response.is_streamed:
+        return []
+    try:
+        body = json.loads(response.get_data())
+    except ValueError:
+        return []
+    issues = body.get("issue") if isinstance(body, dict) else None
+    paths = [
+        str(expression)[:200]
+        for issue in (issues if isinstance(issues, list) else [])
+        if isinstance(issue, dict)
+        for expression in issue.get("expression") or []
+    ]
+    return paths[:20]
+
+
 @bp.app_errorhandler(CdsError)
 def _cds_error(error: CdsError):
+    g.reason = error.reason
     return json_response(error.operation_outcome(), error.status)
 
 
 @bp.app_errorhandler(RequestEntityTooLarge)
 def _too_large(error: RequestEntityTooLarge):
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    g.reason = "too-large"
     issue = Issue(
         f"The request body is larger than the limit of {limit} bytes", "body", "too-costly"
     )

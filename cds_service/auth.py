@@ -2,8 +2,9 @@
 
 Checked, in order: a Bearer token; header `alg` asymmetric (never `none` or HMAC), `typ` JWT,
 `kid`; a trusted `iss`; a `jku`, if any, on the issuer's allowlist; the signature with the
-issuer's key for `kid` (the JWKS is refetched once, rate-limited, on an unknown kid: key
-rotation); `aud` the URL of the endpoint invoked; `exp`, `iat` (with a small leeway), `jti`
+issuer's configured key for `kid` (inline, or from its JWKS URL, refetched once, rate-limited,
+on an unknown kid: key rotation; an allowed `jku` is fetched only when the configured keys lack
+the kid); `aud` the URL of the endpoint invoked; `exp`, `iat` (with a small leeway), `jti`
 never seen before its expiry (a SQLite store shared by all worker processes); `tenant` among
 the issuer's tenants when the operator lists some. Any failure is a bare 401 to the caller;
 the reason goes to the log, never the token.
@@ -109,25 +110,38 @@ class KeySource:
         self._http.trust_env = False
 
     def key(self, issuer: Issuer, kid: str, jku: str | None) -> jwt.PyJWK:
-        if issuer.jwks is not None and not jku:
+        """The issuer's key for `kid`. The configured keys (inline `jwks`, or those published at
+        `jwks_url`) come first, whatever `jku` the token names: a `jku` (already checked against
+        the issuer's allowlist) is fetched only when they lack the kid, so a client that names
+        its published JWKS URL is verified offline when its keys are inlined."""
+        # One spelling per JWKS URL (case, trailing slash): one cache entry and one rate limit,
+        # and the URL fetched is the operator's, never a variant a token spelt.
+        jku_url = normalise_url(jku) if jku else None
+        configured_url = issuer.jwks_url
+        if issuer.jwks is not None:
             keys = self._inline.get(issuer.iss)
             if keys is None:
                 keys = self._inline[issuer.iss] = _parse_jwks(issuer.jwks)
             if kid in keys:
                 return keys[kid]
+        elif configured_url:
+            # An unknown kid at the issuer's own JWKS URL is refetched once (key rotation);
+            # when the token names another allowed jku, that one is asked instead.
+            own = jku_url is None or jku_url == normalise_url(configured_url)
+            keys = self._remote(configured_url, refresh=False)
+            if kid not in keys and own:
+                keys = self._remote(configured_url, refresh=True)
+            if kid in keys:
+                return keys[kid]
+            if own:
+                raise Unauthorized(f"unknown kid for issuer {issuer.iss} after JWKS refresh")
+        if jku_url is None:
             raise Unauthorized(f"unknown kid for issuer {issuer.iss}")
-        if not (jku or issuer.jwks_url):
-            raise Unauthorized(f"no JWKS for issuer {issuer.iss}")
-        # One spelling per JWKS URL (case, trailing slash): one cache entry and one rate limit,
-        # and the URL fetched is the operator's, never a variant a token spelt.
-        url = normalise_url(jku or issuer.jwks_url or "")
-        if issuer.jwks_url and normalise_url(issuer.jwks_url) == url:
-            url = issuer.jwks_url
-        keys = self._remote(url, refresh=False)
+        keys = self._remote(jku_url, refresh=False)
         if kid not in keys:
-            keys = self._remote(url, refresh=True)
+            keys = self._remote(jku_url, refresh=True)
         if kid not in keys:
-            raise Unauthorized(f"unknown kid for issuer {issuer.iss} after JWKS refresh")
+            raise Unauthorized(f"unknown kid for issuer {issuer.iss} after fetching its jku")
         return keys[kid]
 
     def _remote(self, url: str, refresh: bool) -> dict[str, jwt.PyJWK]:

@@ -16,6 +16,7 @@ from .gather import gather
 from .rules import evaluate_rules
 from .services import Service
 from .settings import Settings
+from .tolerant import tolerate
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class Outcome:
     rule_ids: tuple[str, ...]
     fetched: tuple[str, ...]
     elapsed_ms: float
+    tolerated: tuple[str, ...] = ()  # field paths of single objects read as one-item arrays
 
 
 def validate_request(service: Service, body: object) -> dict:
@@ -67,17 +69,13 @@ class Engine:
         fhir_allowed: Callable[[str], bool] | None = None,
     ) -> Outcome:
         """The response to one hook request. `fhir_allowed` decides whether the request's
-        fhirServer may receive its access token; None (the operator's own CLI) allows any."""
+        fhirServer may be sent anything (see gather); None (the operator's own CLI) allows any."""
         started = time.monotonic()
+        tolerated = tolerate(body, service.prefetch)  # in place, before the schemas see it
         request = validate_request(service, body)
-        server = request.get("fhirServer")
-        if server and fhir_allowed is not None and not fhir_allowed(server):
-            raise InvalidRequest(
-                "fhirServer: this FHIR server is not allowed for this client; the service "
-                "sends access tokens only to FHIR servers its operator allowed",
-                "fhirServer",
-            )
-        gathered = gather(service, request, self.client, self.settings.fhir_deadline_s)
+        gathered = gather(
+            service, request, self.client, self.settings.fhir_deadline_s, fhir_allowed
+        )
         chart = build_chart(
             service.hook,
             request["context"],
@@ -96,4 +94,5 @@ class Engine:
             tuple(f.rule_id for f in findings),
             tuple(gathered.fetched),
             (time.monotonic() - started) * 1000,
+            tuple(tolerated[:20]),
         )

@@ -23,9 +23,11 @@ class Issue:
 
 
 class CdsError(Exception):
-    """Base of the errors a client can be told about."""
+    """Base of the errors a client can be told about. `reason` is the short code the access
+    log gives for the refusal (never a value from the request)."""
 
     status = 400
+    reason = "invalid"
 
     def __init__(self, issues: Sequence[Issue] | str, expression: str | None = None):
         if isinstance(issues, str):
@@ -46,16 +48,19 @@ class InvalidRequest(CdsError):
 class UnknownService(CdsError):
     status = 404
     default_code = "not-found"
+    reason = "not-found"
 
 
 class UnsupportedMediaType(CdsError):
     status = 415
     default_code = "not-supported"
+    reason = "unsupported-media-type"
 
 
 class PayloadTooLarge(CdsError):
     status = 413
     default_code = "too-costly"
+    reason = "too-large"
 
 
 class DataUnavailable(CdsError):
@@ -63,6 +68,15 @@ class DataUnavailable(CdsError):
 
     status = 412
     default_code = "processing"
+    reason = "data-unavailable"
+
+
+class FhirServerNotAllowed(DataUnavailable):
+    """Data the rules need must be read from a `fhirServer` the caller may not name: nothing
+    is sent there (the FHIR-server policy of the trust configuration)."""
+
+    default_code = "forbidden"
+    reason = "fhir-server-policy"
 
 
 class ConfigurationError(Exception):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import validation
 from .errors import InvalidRequest, Issue
+from .tolerant import tolerate_feedback
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -39,6 +40,7 @@ def parse_feedback(body: object) -> list[dict]:
     unwrapped = "feedback" not in body and bool(_ITEM_FIELDS & body.keys())
     if unwrapped:
         body = {"feedback": [body]}
+    tolerate_feedback(body)
     issues = validation.problems("feedback", body)
     if issues:
         # An unwrapped item's errors name its own fields (`card`), not `feedback[0].card`.

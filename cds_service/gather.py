@@ -5,6 +5,11 @@ Prefetch rules (CDS Hooks 2.0):
 - an absent key, or an OperationOutcome in its place, is fetched from `fhirServer`;
 - a Bundle (searchset, collection, or no `type`) gives its entries; a `next` link is followed on
   the FHIR server up to the paging cap; a single resource stands for itself.
+
+The FHIR-server policy is applied here, where a request is about to be sent, and only here: a
+`fhirServer` the caller may not name gets nothing. When only optional keys (or later pages) would
+be read there, the cards come from what was given and name the gap; when a required key would,
+the answer is 412 naming the policy. A complete prefetch never looks at `fhirServer`.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import DataUnavailable, InvalidRequest, Issue
+from .errors import DataUnavailable, FhirServerNotAllowed, InvalidRequest, Issue
 from .fhir_client import FhirClient, next_link
 from .services import Service
 
@@ -61,7 +67,10 @@ def gather(
     request: dict,
     client: FhirClient,
     deadline_s: float,
+    fhir_allowed: Callable[[str], bool] | None = None,
 ) -> Gathered:
+    """`fhir_allowed` decides whether the request's fhirServer may be sent anything (None, the
+    operator's own CLI: any)."""
     started = time.monotonic()
     deadline = started + deadline_s
     prefetch = request.get("prefetch") or {}
@@ -91,7 +100,7 @@ def gather(
             continued.add(key)
 
     if to_fetch:
-        _fetch(service, request, client, to_fetch, continued, deadline, gathered)
+        _fetch(service, request, client, to_fetch, continued, deadline, gathered, fhir_allowed)
     log.debug("gathered in %.1f ms", (time.monotonic() - started) * 1000)
     return gathered
 
@@ -104,6 +113,7 @@ def _fetch(
     continued: set[str],
     deadline: float,
     gathered: Gathered,
+    fhir_allowed: Callable[[str], bool] | None,
 ) -> None:
     def needed(key: str) -> bool:
         return service.prefetch[key].required and key not in continued
@@ -123,6 +133,35 @@ def _fetch(
         if failures:
             raise DataUnavailable(failures)
         gathered.gaps.extend(f"{key}: not provided and no FHIR server named" for key in to_fetch)
+        gathered.unavailable.update(to_fetch)
+        return
+    if fhir_allowed is not None and not fhir_allowed(server):
+        needed_keys = [key for key in to_fetch if needed(key)]
+        if needed_keys:
+            raise FhirServerNotAllowed(
+                [
+                    Issue(
+                        "fhirServer: this FHIR server is not allowed for this client (FHIR-server "
+                        "policy: the service sends requests and access tokens only to FHIR "
+                        "servers its operator allowed for the calling issuer); nothing was sent",
+                        "fhirServer",
+                        "forbidden",
+                    ),
+                    *(
+                        Issue(
+                            f"prefetch '{key}' was not provided and would have to be read from "
+                            "fhirServer, which this client may not name: send it in the prefetch",
+                            f"prefetch.{key}",
+                            "forbidden",
+                        )
+                        for key in needed_keys
+                    ),
+                ]
+            )
+        gathered.gaps.extend(
+            f"{key}: not read, the FHIR server named is not allowed for this client"
+            for key in to_fetch
+        )
         gathered.unavailable.update(to_fetch)
         return
     token = (request.get("fhirAuthorization") or {}).get("access_token")

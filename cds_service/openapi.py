@@ -74,7 +74,11 @@ def _errors(*codes: int) -> dict:
         400: "Malformed request: the OperationOutcome names the field",
         401: "No valid client JWT (the reason is logged, not returned)",
         404: "Unknown service",
-        412: "Data the rules need could be had neither from prefetch nor from the FHIR server",
+        412: (
+            "Data the rules need could be had neither from prefetch nor from the FHIR server, "
+            "or would have to be read from a FHIR server the caller may not name (code "
+            "forbidden: the FHIR-server policy; nothing is sent there)"
+        ),
         413: "Body over the size limit",
         415: "Content-Type is not application/json",
     }

@@ -76,6 +76,7 @@ BARE_401 = {
     "resourceType": "OperationOutcome",
     "issue": [{"severity": "error", "code": "login", "diagnostics": "Unauthorized"}],
 }
+CRAMPS_ONLY_RULES = load_scenario("cramps-only")[1]["rule_ids"]
 DROP = object()  # a claim or header left out of a token
 
 # Every JWT, access token and patient id sent to a service here: none may reach its log.
@@ -266,9 +267,11 @@ def aud(svc: ServiceProcess, endpoint: str) -> str:
     return svc.base_url + PATHS[endpoint]
 
 
-def hook_request(fhir_server: str | None = None) -> tuple[dict, str, str]:
-    """A patient-view request for a fresh patient id; with `fhir_server`, the medications are
-    not prefetched but left for the service to read there with a fresh access token.
+def hook_request(
+    fhir_server: str | None = None, missing: str = "medications"
+) -> tuple[dict, str, str]:
+    """A patient-view request for a fresh patient id; with `fhir_server`, the `missing`
+    prefetch key is left for the service to read there with a fresh access token.
     Returns (request, patient id, access token)."""
     request, _ = load_scenario("cramps-only")
     patient = f"sec-pt-{uuid.uuid4().hex}"
@@ -276,7 +279,7 @@ def hook_request(fhir_server: str | None = None) -> tuple[dict, str, str]:
     request["hookInstance"] = str(uuid.uuid4())
     access_token = f"at-{uuid.uuid4().hex}"
     if fhir_server:
-        del request["prefetch"]["medications"]
+        del request["prefetch"][missing]
         request["fhirServer"] = fhir_server
         request["fhirAuthorization"] = {
             "access_token": access_token,
@@ -874,16 +877,51 @@ DISALLOWED_FHIR = [
 
 
 @pytest.mark.parametrize("server", DISALLOWED_FHIR)
-def test_a_disallowed_fhir_server_gets_400_before_any_request(svc, world, server):
-    request, _, access_token = hook_request(server(world))
+def test_a_disallowed_fhir_server_gets_412_naming_the_policy_and_nothing_is_sent(
+    svc, world, server
+):
+    """A required key would have to be read there: 412 (not 400), before any request."""
+    request, _, access_token = hook_request(server(world), missing="conditions")
     seen = len(world.fhir.seen)
 
     response = call(svc, "service", _ec(world, aud(svc, "service")), request)
 
-    assert response.status_code == 400, response.text
+    assert response.status_code == 412, response.text
     assert response.json()["resourceType"] == "OperationOutcome"
-    assert outcome_fields(response) == ["fhirServer"]
+    assert outcome_fields(response) == ["fhirServer", "prefetch.conditions"]
+    assert {i["code"] for i in response.json()["issue"]} == {"forbidden"}
+    assert "FHIR-server policy" in response.json()["issue"][0]["diagnostics"]
     assert access_token not in response.text
+    assert len(world.fhir.seen) == seen
+
+
+@pytest.mark.parametrize("server", DISALLOWED_FHIR)
+def test_a_disallowed_fhir_server_with_only_optional_data_missing_gets_cards_naming_the_gap(
+    svc, world, server
+):
+    request, _, access_token = hook_request(server(world), missing="medications")
+    seen = len(world.fhir.seen)
+
+    response = call(svc, "service", _ec(world, aud(svc, "service")), request)
+
+    assert response.status_code == 200, response.text
+    assert rule_ids(response) == CRAMPS_ONLY_RULES
+    assert "medications: not read, the FHIR server named is not allowed" in response.text
+    assert access_token not in response.text
+    assert len(world.fhir.seen) == seen
+
+
+@pytest.mark.parametrize("server", DISALLOWED_FHIR)
+def test_a_complete_prefetch_is_answered_whatever_fhir_server_says(svc, world, server):
+    request, _, _ = hook_request()
+    request["fhirServer"] = server(world)
+    seen = len(world.fhir.seen)
+
+    response = call(svc, "service", _ec(world, aud(svc, "service")), request)
+
+    assert response.status_code == 200, response.text
+    assert rule_ids(response) == CRAMPS_ONLY_RULES
+    assert "not allowed" not in response.text
     assert len(world.fhir.seen) == seen
 
 
@@ -913,11 +951,16 @@ def test_an_allowed_fhir_server_receives_the_access_token(svc, world, name, iss,
 @pytest.mark.parametrize(
     "server", ["https://fhir.example.org/r4", "http://192.0.2.10/fhir"], ids=["https", "http"]
 )
-def test_without_auth_a_non_loopback_fhir_server_is_refused(client, server):
-    request, _, _ = hook_request(server)
+def test_without_auth_the_same_policy_holds_for_a_non_loopback_fhir_server(client, server):
+    request, _, _ = hook_request(server, missing="observations")
     response = client.call(SERVICE, request)
-    assert response.status_code == 400
-    assert outcome_fields(response) == ["fhirServer"]
+    assert response.status_code == 412
+    assert outcome_fields(response) == ["fhirServer", "prefetch.observations"]
+
+    complete, _, _ = hook_request()
+    complete["fhirServer"] = server
+    answered = client.call(SERVICE, complete)
+    assert answered.status_code == 200 and rule_ids(answered) == CRAMPS_ONLY_RULES
 
 
 # ---------------------------------------------------------------- start-up
