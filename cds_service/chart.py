@@ -254,10 +254,8 @@ class Order:
 
     @property
     def reasons(self) -> list[object]:
-        """Its reasonCode list (a client that sends one object for the array is read too)."""
+        """Its reasonCode list (one object sent for the array was made a list on arrival)."""
         reasons = self.resource.get("reasonCode")
-        if isinstance(reasons, dict):
-            return [reasons]
         return reasons if isinstance(reasons, list) else []
 
 
