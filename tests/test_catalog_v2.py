@@ -255,3 +255,104 @@ def test_a_record_with_an_unknown_code_is_read_by_name_and_says_so(client):
 def test_order_hooks_show_red_flags_and_order_checks_only(client):
     assert cards_of(client, "v2-scoping-low-potassium-order-sign") == {}
     assert "electrolyte-cramp-cause" in cards_of(client, "v2-scoping-low-potassium-patient-view")
+
+
+# --- medication groups read from records as EHRs send them ---------------------------------
+
+
+def _with_medication(name: str, resource: dict) -> tuple[dict, dict]:
+    """The SSRI order-sign example with its sertraline replaced by `resource`."""
+    request, expected = load_scenario("v2-nsaid-ssri-sign")
+    resource = {"subject": {"reference": f"Patient/{request['context']['patientId']}"}, **resource}
+    request["prefetch"]["medications"]["entry"] = [{"resource": resource}]
+    return request, expected
+
+
+def _nsaid_card(client, request: dict, expected: dict) -> dict | None:
+    response = client.call(expected["service"], request)
+    assert response.status_code == 200, response.text
+    cards = {c["source"]["topic"]["code"]: c for c in response.json()["cards"]}
+    return cards.get("nsaid-caution")
+
+
+def _drug(id_: str, text: str, status: str = "active", kind: str = "MedicationRequest") -> dict:
+    resource = {
+        "resourceType": kind,
+        "id": id_,
+        "status": status,
+        "medicationCodeableConcept": {"text": text},
+    }
+    if kind == "MedicationRequest":
+        resource["intent"] = "order"
+    return resource
+
+
+@pytest.mark.parametrize(
+    ("text", "indicator", "reason"),
+    [
+        ("prednisone 20 mg tablet", "info", "oral corticosteroid"),
+        ("clopidogrel 75 mg tablet", "info", "antiplatelet"),
+        ("aspirin 81 mg tablet", "info", "antiplatelet"),
+        # Aspirin above 325 mg a dose is an NSAID at analgesic doses: a duplicate NSAID.
+        ("aspirin 650 mg tablet", "warning", "already on an NSAID"),
+        ("apixaban 5 mg tablet", "warning", "anticoagulant"),
+    ],
+)
+def test_drugs_named_only_by_text_are_read_for_the_nsaid_check(client, text, indicator, reason):
+    request, expected = _with_medication("drug", _drug("drug", text))
+    card = _nsaid_card(client, request, expected)
+    assert card is not None and card["indicator"] == indicator
+    assert reason in card["summary"]
+
+
+def test_a_medication_statement_counts_like_an_active_order(client):
+    request, expected = _with_medication(
+        "drug", _drug("drug", "warfarin 5 mg tablet", kind="MedicationStatement")
+    )
+    card = _nsaid_card(client, request, expected)
+    assert (
+        card is not None and card["indicator"] == "warning" and "anticoagulant" in card["summary"]
+    )
+    # Stopped, it counts no more (and the SSRI caution it replaced is gone too).
+    request, expected = _with_medication(
+        "drug",
+        _drug("drug", "warfarin 5 mg tablet", status="completed", kind="MedicationStatement"),
+    )
+    assert _nsaid_card(client, request, expected) is None
+
+
+def test_a_gestational_age_within_300_days_is_a_pregnancy(client):
+    request, expected = load_scenario("v2-nsaid-age-64-sign")
+    request["prefetch"]["patient"]["birthDate"] = "1994-05-01"  # 32: no age caution
+    patient = request["context"]["patientId"]
+    gestation = {
+        "resourceType": "Observation",
+        "id": "ga",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "exam",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [{"system": LOINC, "code": "11884-4", "display": "Gestational age Estimated"}]
+        },
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": "2026-11-01",
+        "valueQuantity": {
+            "value": 24,
+            "unit": "wk",
+            "system": "http://unitsofmeasure.org",
+            "code": "wk",
+        },
+    }
+    request["prefetch"]["observations"]["entry"].append({"resource": gestation})
+    card = _nsaid_card(client, request, expected)
+    assert card is not None and card["indicator"] == "warning" and "pregnancy" in card["summary"]
+    gestation["effectiveDateTime"] = "2025-12-01"  # 354 days before the examples' day
+    assert _nsaid_card(client, request, expected) is None
