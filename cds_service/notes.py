@@ -55,10 +55,13 @@ CATEGORIES = MODIFIERS | {"PSEUDO", "TERMINATE"}
 DIRECTIONS = {"forward", "backward", "both"}
 
 TOKEN_RE = re.compile(r"\d+(?:\.\d+)?(?:/\d+)?|[A-Za-z0-9]+(?:['’/&][A-Za-z0-9]+)*|[?;:,()&]")
-NUMBER_RE = re.compile(r"\d+(?:\.\d+)?(?:/\d+)?$")
-YEAR_RE = re.compile(r"(?:19|20)\d\d$")
-SPLIT_RE = re.compile(r"[.!?]+(?=\s|$)|;")
-HEADER_RE = re.compile(r"[ \t]*(?:[-*•][ \t]*)?([A-Za-z][A-Za-z0-9 /&'’()\-]{0,50}?)[ \t]*:")
+# Every pattern here runs in linear time on any text (tests/test_linear_time.py): `^` where
+# only the start matters, and a run of . ! ? is tried from its first character only.
+NUMBER_RE = re.compile(r"^\d+(?:\.\d+)?(?:/\d+)?$")
+YEAR_RE = re.compile(r"^(?:19|20)\d\d$")
+SPLIT_RE = re.compile(r"(?<![.!?])[.!?]++(?=\s|$)|;")
+# Matched where the line's leading blanks end (see _header): no leading run to backtrack over.
+HEADER_RE = re.compile(r"(?:[-*•][ \t]*)?([A-Za-z][A-Za-z0-9 /&'’()\-]{0,50}?)[ \t]*:")
 NO_SPLIT = {"dr", "vs", "e.g", "i.e", "eg", "ie", "approx", "mr", "mrs", "ms", "st", "fig"}
 # One more than the longest: a longer word seen through the window is no abbreviation either.
 _NO_SPLIT_LOOKBACK = max(map(len, NO_SPLIT)) + 1
@@ -538,8 +541,7 @@ def _split(text: str, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         if match.group() != ";":
             # A bounded look back: a run of "Dr. Dr. ..." must not make the split quadratic.
             window = text[max(start, match.start() - _NO_SPLIT_LOOKBACK) : match.start()]
-            word = re.search(r"([A-Za-z.]+)$", window)
-            if word and word.group(1).lower() in NO_SPLIT:
+            if _last_word(window).lower() in NO_SPLIT:
                 continue
         end = match.end() if "?" in match.group() else match.start()
         if text[start:end].strip():
@@ -547,6 +549,14 @@ def _split(text: str, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         start = match.end()
     if text[start:hi].strip():
         yield _trim(text, start, hi)
+
+
+def _last_word(window: str) -> str:
+    """The letters and dots that end the window ("e.g", "Dr")."""
+    k = len(window)
+    while k and (window[k - 1] == "." or ("a" <= window[k - 1].lower() <= "z")):
+        k -= 1
+    return window[k:]
 
 
 def _trim(text: str, lo: int, hi: int) -> tuple[int, int]:
@@ -562,7 +572,10 @@ def _header(
 ) -> tuple[str | None, int, tuple[int, int]] | None:
     """A known section header at the start of text[lo:hi]: (its status, where its content
     starts, where the header's words are); None when the text does not start with one."""
-    match = HEADER_RE.match(text, lo, hi)
+    start = lo
+    while start < hi and text[start] in " \t":
+        start += 1
+    match = HEADER_RE.match(text, start, hi)
     if match:
         words = tuple(_words(match.group(1), lex.abbreviations))
         if words in lex.sections:
