@@ -440,9 +440,19 @@ def tokenize(
             raw = raw[:-2]
         words = abbreviations.get(raw)
         if words is None and "/" in raw and not NUMBER_RE.match(raw):
-            words = ()  # "bowel/bladder", "numbness/tingling": the parts, read as "or"
-            for index, part in enumerate(p for p in raw.split("/") if p):
-                words += (("or",) if index else ()) + abbreviations.get(part, (part,))
+            # "bowel/bladder", "numbness/tingling": the parts, read as "or", each part where it
+            # is in the note (not the whole token: "a/a/a/..." must not make every piece of an
+            # overlong sentence span the whole of it)
+            position, first = match.start(), True
+            for part in raw.split("/"):
+                if part:
+                    if not first:
+                        out.append(Token("or", position - 1, position))
+                    for word in abbreviations.get(part, (part,)):
+                        out.append(Token(word, position, position + len(part)))
+                    first = False
+                position += len(part) + 1
+            continue
         for word in words if words is not None else (raw,):
             out.append(Token(word, match.start(), match.end()))
     return out
