@@ -22,8 +22,10 @@ Nothing here logs: note text never reaches a log. Cards quote at most QUOTE_LIMI
 from __future__ import annotations
 
 import re
+import unicodedata
+from bisect import bisect_left
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
 
@@ -67,6 +69,49 @@ NO_SPLIT = {"dr", "vs", "e.g", "i.e", "eg", "ie", "approx", "mr", "mrs", "ms", "
 _NO_SPLIT_LOOKBACK = max(map(len, NO_SPLIT)) + 1
 BREAKS_BACKWARD = {",", ";", "and"}  # a backward trigger's scope ends at these words
 CLAUSE_ENDS = {",", ";", ":", "(", ")", "but"}  # a body site is looked for within the clause
+
+
+# Latin look-alikes of the other scripts a note may carry (Unicode's confusables of the Latin
+# letters, Cyrillic and Greek): "сramps" with a Cyrillic с, "dеnies" with a Cyrillic е read
+# as the Latin words. Other scripts' letters stay as they are, and a word written in them is
+# not read.
+CONFUSABLES = str.maketrans(
+    "аеорсухіјѕԁһӏԛԝАВЕКМНОРСТХУІЈЅοανριυκτχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
+    "aeopcyxijsdhlqwABEKMHOPCTXYIJSoavpiuktxABEZHIKMNOPTYX",
+)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def normalise(text: str) -> tuple[str, list[int] | None]:
+    """The text as the reader reads it, and where each of its characters is in the text given
+    (None: the same text). NFKC (full-width letters, ligatures), without format characters
+    (zero-width spaces and joiners, bidi controls, soft hyphens: "de\u200bnies" reads as
+    "denies") and with the Latin look-alikes of CONFUSABLES made Latin."""
+    if text.isascii():
+        return text, None
+    out: list[str] = []
+    origin: list[int] = []
+    position = 0
+    for run in _NON_ASCII.finditer(text):
+        out.append(text[position : run.start()])
+        origin.extend(range(position, run.start()))
+        for index in range(run.start(), run.end()):
+            char = text[index]
+            if unicodedata.category(char) == "Cf":
+                continue
+            char = unicodedata.normalize("NFKC", char).translate(CONFUSABLES)
+            out.append(char)
+            origin.extend([index] * len(char))
+        position = run.end()
+    out.append(text[position:])
+    origin.extend(range(position, len(text)))
+    origin.append(len(text))  # the end
+    return "".join(out), origin
+
+
+def _back(origin: list[int], start: int, end: int) -> tuple[int, int]:
+    """A span of the normalised text as a span of the text given."""
+    return origin[start], (origin[end - 1] + 1 if end > start else origin[start])
 
 
 # --- What the reader returns -----------------------------------------------------------------
@@ -117,6 +162,8 @@ def snippet(text: str, start: int, end: int, lo: int, hi: int, limit: int = QUOT
 
 
 def _one_line(text: str) -> str:
+    if not text.isascii():  # no bidi control or zero-width character reaches a card
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     return " ".join(text.split())
 
 
@@ -610,10 +657,22 @@ class _Span:
 def read_note(text: str, lex: Lexicon | None = None) -> tuple[NoteFinding, ...]:
     """Every mention of a catalog concept in the note, in note order, each with its status."""
     lex = lex or lexicon()
+    return _read(text[:MAX_NOTE_CHARS], lex, sentences)
+
+
+def _read(text: str, lex: Lexicon, split) -> tuple[NoteFinding, ...]:
+    read, origin = normalise(text)
     found: list[NoteFinding] = []
-    for sentence in sentences(text[:MAX_NOTE_CHARS], lex):
-        found += _read_sentence(text, sentence, lex)
-    return tuple(found)
+    for sentence in split(read, lex):
+        found += _read_sentence(read, sentence, lex)
+    if origin is None:
+        return tuple(found)
+    out = []
+    for finding in found:
+        start, end = _back(origin, finding.start, finding.end)
+        lo, hi = _back(origin, finding.sentence_start, finding.sentence_end)
+        out.append(replace(finding, start=start, end=end, sentence_start=lo, sentence_end=hi))
+    return tuple(out)
 
 
 MAX_NAME_CHARS = 1_000  # a record's name is short; a longer one is read up to here
@@ -624,10 +683,7 @@ def read_name(text: str, lex: Lexicon | None = None) -> tuple[NoteFinding, ...]:
     as "Retention of urine, unspecified" or "History of basal cell carcinoma of skin"), each
     with its status: the note's terms and context triggers, without note sections."""
     lex = lex or lexicon()
-    found: list[NoteFinding] = []
-    for sentence in name_sentences(text[:MAX_NAME_CHARS], lex):
-        found += _read_sentence(text, sentence, lex)
-    return tuple(found)
+    return _read(text[:MAX_NAME_CHARS], lex, name_sentences)
 
 
 def _read_sentence(text: str, sentence: Sentence, lex: Lexicon) -> list[NoteFinding]:
@@ -740,8 +796,15 @@ def context(text: str, target: str | tuple[int, int], lex: Lexicon | None = None
     concept mention. ValueError when the phrase is not in the text or the span is not words
     within one sentence."""
     lex = lex or lexicon()
-    text = text[:MAX_NOTE_CHARS]
-    start, end = _target_span(text, target)
+    given = text[:MAX_NOTE_CHARS]
+    text, origin = normalise(given)
+    if origin is None:
+        start, end = _target_span(text, target)
+    elif isinstance(target, str):
+        start, end = _target_span(text, normalise(target)[0])
+    else:
+        start, end = _target_span(given, target)
+        start, end = bisect_left(origin, start), bisect_left(origin, end)
     for sentence in sentences(text, lex):
         if sentence.start <= start and end <= sentence.end:
             break
@@ -763,7 +826,24 @@ def context(text: str, target: str | tuple[int, int], lex: Lexicon | None = None
     )
     scope = _Scope.of(sentence, words, [*concepts, span], lex)
     decided = scope.decide(text, span, own)
-    return Context(decided.status, start, end, decided.trigger, decided.section, decided.modifiers)
+    trigger, section = decided.trigger, decided.section
+    if origin is not None:
+        start, end = _back(origin, start, end)
+        if trigger is not None:
+            trigger = replace(
+                trigger,
+                **dict(
+                    zip(("start", "end"), _back(origin, trigger.start, trigger.end), strict=True)
+                ),
+            )
+        if section is not None:
+            section = replace(
+                section,
+                **dict(
+                    zip(("start", "end"), _back(origin, section.start, section.end), strict=True)
+                ),
+            )
+    return Context(decided.status, start, end, trigger, section, decided.modifiers)
 
 
 def _target_span(text: str, target: str | tuple[int, int]) -> tuple[int, int]:
