@@ -662,6 +662,7 @@ def read_note(text: str, lex: Lexicon | None = None) -> tuple[NoteFinding, ...]:
 
 def _read(text: str, lex: Lexicon, split) -> tuple[NoteFinding, ...]:
     read, origin = normalise(text)
+    read = read[: 2 * MAX_NOTE_CHARS]  # NFKC may lengthen a character up to 18 times: bounded
     found: list[NoteFinding] = []
     for sentence in split(read, lex):
         found += _read_sentence(read, sentence, lex)
