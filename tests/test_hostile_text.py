@@ -137,14 +137,14 @@ def test_a_note_reporting_cramps_fires_the_labs_card(client):
     "text",
     [
         "Pt de\u200bnies cramps.",  # zero-width space
-        "Pt de\u200dnies cr\u00adamps.",  # zero-width joiner, soft hyphen
+        "Pt de\u200dnies cramps.",  # zero-width joiner
         "Pt \u202edenies\u202c cramps.",  # bidi override
         "Pt d\u0435nies cramps.",  # Cyrillic е
         "Pt \u0434enies cramps.".replace("\u0434", "d"),  # control: plain
         "Pt ｄｅｎｉｅｓ cramps.",  # full-width letters (NFKC)
         "Pt n\u043e cramps.",  # Cyrillic о in "no"
     ],
-    ids=["zwsp", "zwj-shy", "bidi", "cyrillic-e", "plain", "fullwidth", "cyrillic-o"],
+    ids=["zwsp", "zwj", "bidi", "cyrillic-e", "plain", "fullwidth", "cyrillic-o"],
 )
 def test_invisible_and_look_alike_characters_do_not_defeat_negation(client, text):
     assert rule_ids(client.call(NOTE_SERVICE, note_request(text))) == []
@@ -152,6 +152,11 @@ def test_invisible_and_look_alike_characters_do_not_defeat_negation(client, text
 
 def test_look_alike_letters_in_the_symptom_are_read(client):
     text = "Pt reports \u0441r\u0430mps in the right calf."  # Cyrillic с and а
+    assert rule_ids(client.call(NOTE_SERVICE, note_request(text))) == ["cramp-labs-missing"]
+
+
+def test_a_soft_hyphen_in_the_symptom_does_not_hide_it(client):
+    text = "Pt reports cr\u00adamps in the right calf."
     assert rule_ids(client.call(NOTE_SERVICE, note_request(text))) == ["cramp-labs-missing"]
 
 
