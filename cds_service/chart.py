@@ -60,7 +60,7 @@ LAB_GROUPS = {lab.value_set: lab for lab in LABS}
 # Groups whose coded numbness may describe the saddle area: then it is saddle anaesthesia.
 SENSORY_GROUPS = {"NERVE_SYMPTOM", "SENSORY_LOSS"}
 ASPIRIN_ANALGESIC_ABOVE_MG = 325.0
-_MG = re.compile(r"(\d+(?:\.\d+)?)\s*mg\b", re.IGNORECASE)
+_MG = re.compile(r"(?<!\d)(\d+(?:\.\d+)?)\s*mg\b", re.IGNORECASE)  # linear: starts a number
 
 
 def label_of(concept: object, fallback: str) -> str:

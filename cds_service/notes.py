@@ -22,8 +22,10 @@ Nothing here logs: note text never reaches a log. Cards quote at most QUOTE_LIMI
 from __future__ import annotations
 
 import re
+import unicodedata
+from bisect import bisect_left
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
 
@@ -55,15 +57,61 @@ CATEGORIES = MODIFIERS | {"PSEUDO", "TERMINATE"}
 DIRECTIONS = {"forward", "backward", "both"}
 
 TOKEN_RE = re.compile(r"\d+(?:\.\d+)?(?:/\d+)?|[A-Za-z0-9]+(?:['’/&][A-Za-z0-9]+)*|[?;:,()&]")
-NUMBER_RE = re.compile(r"\d+(?:\.\d+)?(?:/\d+)?$")
-YEAR_RE = re.compile(r"(?:19|20)\d\d$")
-SPLIT_RE = re.compile(r"[.!?]+(?=\s|$)|;")
-HEADER_RE = re.compile(r"[ \t]*(?:[-*•][ \t]*)?([A-Za-z][A-Za-z0-9 /&'’()\-]{0,50}?)[ \t]*:")
+# Every pattern here runs in linear time on any text (tests/test_linear_time.py): `^` where
+# only the start matters, and a run of . ! ? is tried from its first character only.
+NUMBER_RE = re.compile(r"^\d+(?:\.\d+)?(?:/\d+)?$")
+YEAR_RE = re.compile(r"^(?:19|20)\d\d$")
+SPLIT_RE = re.compile(r"(?<![.!?])[.!?]++(?=\s|$)|;")
+# Matched where the line's leading blanks end (see _header): no leading run to backtrack over.
+HEADER_RE = re.compile(r"(?:[-*•][ \t]*)?([A-Za-z][A-Za-z0-9 /&'’()\-]{0,50}?)[ \t]*:")
 NO_SPLIT = {"dr", "vs", "e.g", "i.e", "eg", "ie", "approx", "mr", "mrs", "ms", "st", "fig"}
 # One more than the longest: a longer word seen through the window is no abbreviation either.
 _NO_SPLIT_LOOKBACK = max(map(len, NO_SPLIT)) + 1
 BREAKS_BACKWARD = {",", ";", "and"}  # a backward trigger's scope ends at these words
 CLAUSE_ENDS = {",", ";", ":", "(", ")", "but"}  # a body site is looked for within the clause
+
+
+# Latin look-alikes of the other scripts a note may carry (Unicode's confusables of the Latin
+# letters, Cyrillic and Greek): "сramps" with a Cyrillic с, "dеnies" with a Cyrillic е read
+# as the Latin words. Other scripts' letters stay as they are, and a word written in them is
+# not read.
+CONFUSABLES = str.maketrans(
+    "аеорсухіјѕԁһӏԛԝАВЕКМНОРСТХУІЈЅοανριυκτχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
+    "aeopcyxijsdhlqwABEKMHOPCTXYIJSoavpiuktxABEZHIKMNOPTYX",
+)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def normalise(text: str) -> tuple[str, list[int] | None]:
+    """The text as the reader reads it, and where each of its characters is in the text given
+    (None: the same text). NFKC (full-width letters, ligatures), without format characters
+    (zero-width spaces and joiners, bidi controls, soft hyphens: "de\u200bnies" reads as
+    "denies") and with the Latin look-alikes of CONFUSABLES made Latin."""
+    if text.isascii():
+        return text, None
+    out: list[str] = []
+    origin: list[int] = []
+    position = 0
+    for run in _NON_ASCII.finditer(text):
+        out.append(text[position : run.start()])
+        origin.extend(range(position, run.start()))
+        for index in range(run.start(), run.end()):
+            char = text[index]
+            if unicodedata.category(char) == "Cf":
+                continue
+            char = unicodedata.normalize("NFKC", char).translate(CONFUSABLES)
+            out.append(char)
+            origin.extend([index] * len(char))
+        position = run.end()
+    out.append(text[position:])
+    origin.extend(range(position, len(text)))
+    origin.append(len(text))  # the end
+    return "".join(out), origin
+
+
+def _back(origin: list[int], start: int, end: int) -> tuple[int, int]:
+    """A span of the normalised text as a span of the text given."""
+    return origin[start], (origin[end - 1] + 1 if end > start else origin[start])
 
 
 # --- What the reader returns -----------------------------------------------------------------
@@ -114,6 +162,8 @@ def snippet(text: str, start: int, end: int, lo: int, hi: int, limit: int = QUOT
 
 
 def _one_line(text: str) -> str:
+    if not text.isascii():  # no bidi control or zero-width character reaches a card
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     return " ".join(text.split())
 
 
@@ -437,9 +487,19 @@ def tokenize(
             raw = raw[:-2]
         words = abbreviations.get(raw)
         if words is None and "/" in raw and not NUMBER_RE.match(raw):
-            words = ()  # "bowel/bladder", "numbness/tingling": the parts, read as "or"
-            for index, part in enumerate(p for p in raw.split("/") if p):
-                words += (("or",) if index else ()) + abbreviations.get(part, (part,))
+            # "bowel/bladder", "numbness/tingling": the parts, read as "or", each part where it
+            # is in the note (not the whole token: "a/a/a/..." must not make every piece of an
+            # overlong sentence span the whole of it)
+            position, first = match.start(), True
+            for part in raw.split("/"):
+                if part:
+                    if not first:
+                        out.append(Token("or", position - 1, position))
+                    for word in abbreviations.get(part, (part,)):
+                        out.append(Token(word, position, position + len(part)))
+                    first = False
+                position += len(part) + 1
+            continue
         for word in words if words is not None else (raw,):
             out.append(Token(word, match.start(), match.end()))
     return out
@@ -538,8 +598,7 @@ def _split(text: str, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         if match.group() != ";":
             # A bounded look back: a run of "Dr. Dr. ..." must not make the split quadratic.
             window = text[max(start, match.start() - _NO_SPLIT_LOOKBACK) : match.start()]
-            word = re.search(r"([A-Za-z.]+)$", window)
-            if word and word.group(1).lower() in NO_SPLIT:
+            if _last_word(window).lower() in NO_SPLIT:
                 continue
         end = match.end() if "?" in match.group() else match.start()
         if text[start:end].strip():
@@ -547,6 +606,14 @@ def _split(text: str, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         start = match.end()
     if text[start:hi].strip():
         yield _trim(text, start, hi)
+
+
+def _last_word(window: str) -> str:
+    """The letters and dots that end the window ("e.g", "Dr")."""
+    k = len(window)
+    while k and (window[k - 1] == "." or ("a" <= window[k - 1].lower() <= "z")):
+        k -= 1
+    return window[k:]
 
 
 def _trim(text: str, lo: int, hi: int) -> tuple[int, int]:
@@ -562,7 +629,10 @@ def _header(
 ) -> tuple[str | None, int, tuple[int, int]] | None:
     """A known section header at the start of text[lo:hi]: (its status, where its content
     starts, where the header's words are); None when the text does not start with one."""
-    match = HEADER_RE.match(text, lo, hi)
+    start = lo
+    while start < hi and text[start] in " \t":
+        start += 1
+    match = HEADER_RE.match(text, start, hi)
     if match:
         words = tuple(_words(match.group(1), lex.abbreviations))
         if words in lex.sections:
@@ -587,10 +657,23 @@ class _Span:
 def read_note(text: str, lex: Lexicon | None = None) -> tuple[NoteFinding, ...]:
     """Every mention of a catalog concept in the note, in note order, each with its status."""
     lex = lex or lexicon()
+    return _read(text[:MAX_NOTE_CHARS], lex, sentences)
+
+
+def _read(text: str, lex: Lexicon, split) -> tuple[NoteFinding, ...]:
+    read, origin = normalise(text)
+    read = read[: 2 * MAX_NOTE_CHARS]  # NFKC may lengthen a character up to 18 times: bounded
     found: list[NoteFinding] = []
-    for sentence in sentences(text[:MAX_NOTE_CHARS], lex):
-        found += _read_sentence(text, sentence, lex)
-    return tuple(found)
+    for sentence in split(read, lex):
+        found += _read_sentence(read, sentence, lex)
+    if origin is None:
+        return tuple(found)
+    out = []
+    for finding in found:
+        start, end = _back(origin, finding.start, finding.end)
+        lo, hi = _back(origin, finding.sentence_start, finding.sentence_end)
+        out.append(replace(finding, start=start, end=end, sentence_start=lo, sentence_end=hi))
+    return tuple(out)
 
 
 MAX_NAME_CHARS = 1_000  # a record's name is short; a longer one is read up to here
@@ -601,10 +684,7 @@ def read_name(text: str, lex: Lexicon | None = None) -> tuple[NoteFinding, ...]:
     as "Retention of urine, unspecified" or "History of basal cell carcinoma of skin"), each
     with its status: the note's terms and context triggers, without note sections."""
     lex = lex or lexicon()
-    found: list[NoteFinding] = []
-    for sentence in name_sentences(text[:MAX_NAME_CHARS], lex):
-        found += _read_sentence(text, sentence, lex)
-    return tuple(found)
+    return _read(text[:MAX_NAME_CHARS], lex, name_sentences)
 
 
 def _read_sentence(text: str, sentence: Sentence, lex: Lexicon) -> list[NoteFinding]:
@@ -717,8 +797,15 @@ def context(text: str, target: str | tuple[int, int], lex: Lexicon | None = None
     concept mention. ValueError when the phrase is not in the text or the span is not words
     within one sentence."""
     lex = lex or lexicon()
-    text = text[:MAX_NOTE_CHARS]
-    start, end = _target_span(text, target)
+    given = text[:MAX_NOTE_CHARS]
+    text, origin = normalise(given)
+    if origin is None:
+        start, end = _target_span(text, target)
+    elif isinstance(target, str):
+        start, end = _target_span(text, normalise(target)[0])
+    else:
+        start, end = _target_span(given, target)
+        start, end = bisect_left(origin, start), bisect_left(origin, end)
     for sentence in sentences(text, lex):
         if sentence.start <= start and end <= sentence.end:
             break
@@ -740,7 +827,24 @@ def context(text: str, target: str | tuple[int, int], lex: Lexicon | None = None
     )
     scope = _Scope.of(sentence, words, [*concepts, span], lex)
     decided = scope.decide(text, span, own)
-    return Context(decided.status, start, end, decided.trigger, decided.section, decided.modifiers)
+    trigger, section = decided.trigger, decided.section
+    if origin is not None:
+        start, end = _back(origin, start, end)
+        if trigger is not None:
+            trigger = replace(
+                trigger,
+                **dict(
+                    zip(("start", "end"), _back(origin, trigger.start, trigger.end), strict=True)
+                ),
+            )
+        if section is not None:
+            section = replace(
+                section,
+                **dict(
+                    zip(("start", "end"), _back(origin, section.start, section.end), strict=True)
+                ),
+            )
+    return Context(decided.status, start, end, trigger, section, decided.modifiers)
 
 
 def _target_span(text: str, target: str | tuple[int, int]) -> tuple[int, int]:
