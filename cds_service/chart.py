@@ -805,7 +805,7 @@ def build_chart(
     note_text = _note_text(note, unreadable)
     note_findings: tuple[NoteFinding, ...] = ()
     if hook == NOTE_SIGN_HOOK and note_text:
-        if len(note_text) > notes.MAX_NOTE_CHARS:
+        if not notes.read_in_full(note_text):
             unreadable.append(
                 Unreadable("note-too-long", values=(("limit", str(notes.MAX_NOTE_CHARS)),))
             )

@@ -34,7 +34,13 @@ import yaml
 from .content import content_dir
 
 QUOTE_LIMIT = 120
-MAX_NOTE_CHARS = 100_000  # a longer note is read up to here (the card says so)
+MAX_NOTE_CHARS = 100_000  # a note is read whole up to here; past it, see read_note
+# Past MAX_NOTE_CHARS the reader reads only the paragraphs (or, in a long paragraph, the lines)
+# that contain a word some term can start with, at most this many characters of them; past that
+# the card says the note was read only in part.
+MAX_EXTRA_CHARS = 100_000
+MAX_PARAGRAPH_CHARS = 5_000
+_ALNUM = re.compile(r"[a-z0-9]+")
 STAR_REPEATS = 4  # `<CLASS>*` repeats up to this many times unless `*N` says otherwise
 BACKWARD_SCOPE = 5  # words a backward trigger reaches unless its rule says otherwise
 SITE_WINDOW = 7  # words around a mention searched for its body site
@@ -655,9 +661,89 @@ class _Span:
 
 
 def read_note(text: str, lex: Lexicon | None = None) -> tuple[NoteFinding, ...]:
-    """Every mention of a catalog concept in the note, in note order, each with its status."""
+    """Every mention of a catalog concept in the note, in note order, each with its status.
+    The first MAX_NOTE_CHARS are read whole; past them, only the paragraphs that can hold a
+    term (a cheap, linear look for the words terms start with), so that a long note is read in
+    full in linear time unless those paragraphs hold more than MAX_EXTRA_CHARS characters."""
     lex = lex or lexicon()
-    return _read(text[:MAX_NOTE_CHARS], lex, sentences)
+    found = _read(text[:MAX_NOTE_CHARS], lex, sentences)
+    if len(text) > MAX_NOTE_CHARS:
+        found += _read_rest(text, lex)[0]
+    return found
+
+
+def read_in_full(text: str, lex: Lexicon | None = None) -> bool:
+    """Whether read_note reads every part of the note that can name a symptom."""
+    return len(text) <= MAX_NOTE_CHARS or _read_rest(text, lex or lexicon(), dry=True)[1]
+
+
+def _blocks(text: str, start: int) -> Iterator[tuple[int, int]]:
+    """Paragraphs of text[start:] (split at blank lines); a paragraph longer than
+    MAX_PARAGRAPH_CHARS as its lines, and a longer line in pieces ending at a sentence end or a
+    space (a section never crosses a blank line)."""
+    while start < len(text):
+        end = text.find("\n\n", start)
+        end = len(text) if end == -1 else end
+        if end - start <= MAX_PARAGRAPH_CHARS:
+            yield start, end
+        else:
+            line = start
+            while line < end:
+                stop = text.find("\n", line, end)
+                stop = end if stop == -1 else stop
+                while stop - line > MAX_PARAGRAPH_CHARS:
+                    limit = line + MAX_PARAGRAPH_CHARS
+                    cut = max(text.rfind(". ", line, limit), text.rfind(" ", line, limit))
+                    cut = cut + 1 if cut > line else limit
+                    yield line, cut
+                    line = cut
+                yield line, stop
+                line = stop + 1
+        start = end + 2
+
+
+_OPENERS: dict[int, frozenset[str]] = {}
+
+
+def _openers(lex: Lexicon) -> frozenset[str]:
+    """Every word a term can start with, as the note writes it: the words themselves and the
+    alphanumeric parts of abbreviations whose expansion holds one ("lbp", "n/t"). Made once
+    per lexicon."""
+    if id(lex) not in _OPENERS:
+        first = set(lex.terms.by_word)
+        for key, words in lex.abbreviations.items():
+            if first.intersection(words):
+                first.update(_ALNUM.findall(key.lower()))
+        _OPENERS[id(lex)] = frozenset(first)
+    return _OPENERS[id(lex)]
+
+
+def _read_rest(text: str, lex: Lexicon, dry: bool = False) -> tuple[tuple[NoteFinding, ...], bool]:
+    """The findings past MAX_NOTE_CHARS, and whether every piece that can hold one was read."""
+    openers, numbers = _openers(lex), bool(lex.terms.by_number)
+    found: list[NoteFinding] = []
+    read = 0
+    for lo, hi in _blocks(text, MAX_NOTE_CHARS):
+        piece = text[lo:hi]
+        words = set(_ALNUM.findall(piece.lower()))
+        if not (words & openers or (numbers and any(w.isdigit() for w in words))):
+            continue
+        read += hi - lo
+        if read > MAX_EXTRA_CHARS:
+            return tuple(found), False
+        if not dry:
+            found += [_shifted(f, lo) for f in _read(piece, lex, sentences)]
+    return tuple(found), True
+
+
+def _shifted(finding: NoteFinding, by: int) -> NoteFinding:
+    return replace(
+        finding,
+        start=finding.start + by,
+        end=finding.end + by,
+        sentence_start=finding.sentence_start + by,
+        sentence_end=finding.sentence_end + by,
+    )
 
 
 def _read(text: str, lex: Lexicon, split) -> tuple[NoteFinding, ...]:
