@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import validation
+from . import fhirdates, validation
 from .errors import InvalidRequest, Issue
 from .tolerant import tolerate_feedback
 
@@ -41,11 +41,69 @@ def parse_feedback(body: object) -> list[dict]:
     if unwrapped:
         body = {"feedback": [body]}
     tolerate_feedback(body)
-    issues = validation.problems("feedback", body)
+    issues = validation.problems("feedback", body) or _oversized(body["feedback"])
     if issues:
         # An unwrapped item's errors name its own fields (`card`), not `feedback[0].card`.
         raise InvalidRequest([_unwrap(i) for i in issues] if unwrapped else issues)
     return body["feedback"]
+
+
+# Bounds of what one outcome may store (README "Hardening"): the schema bounds the number of
+# items (100) and the comment (2,000 characters); these bound what the analytics show.
+MAX_SUGGESTIONS = 20
+MAX_SUGGESTION_ID_CHARS = 128
+MAX_REASON_CHARS = {"system": 256, "code": 64, "display": 256}
+
+
+def _oversized(items: list[dict]) -> list[Issue]:
+    """Fields beyond their bounds, each named (never quoted)."""
+    issues = []
+    for index, item in enumerate(items):
+        where = f"feedback[{index}]"
+        suggestions = item.get("acceptedSuggestions") or []
+        if len(suggestions) > MAX_SUGGESTIONS:
+            issues.append(_too_long(f"{where}.acceptedSuggestions", f"{MAX_SUGGESTIONS} items"))
+        for number, suggestion in enumerate(suggestions[:MAX_SUGGESTIONS]):
+            if len(suggestion["id"]) > MAX_SUGGESTION_ID_CHARS:
+                path = f"{where}.acceptedSuggestions[{number}].id"
+                issues.append(_too_long(path, f"{MAX_SUGGESTION_ID_CHARS} characters"))
+        reason = (item.get("overrideReason") or {}).get("reason") or {}
+        for name, limit in MAX_REASON_CHARS.items():
+            value = reason.get(name)
+            if isinstance(value, str) and len(value) > limit:
+                path = f"{where}.overrideReason.reason.{name}"
+                issues.append(_too_long(path, f"{limit} characters"))
+    return issues[: validation.MAX_ISSUES]
+
+
+def _too_long(path: str, limit: str) -> Issue:
+    return Issue(f"{path}: is longer than the limit of {limit}", path, "too-costly")
+
+
+def canonical_card(card: str) -> str:
+    """A card uuid as the service issues it: lower case, without `urn:uuid:`."""
+    card = card.strip()
+    if card[:9].lower() == "urn:uuid:":
+        card = card[9:]
+    return card.lower()
+
+
+def canonical_timestamp(value: str) -> str:
+    """One spelling per instant: UTC, `T` and `Z`, seconds always, a fraction only when it is
+    not zero (`12:05:00.000+00:00` and `12:05:00Z` are the same outcome). A date alone stays a
+    date. The schema has checked the form."""
+    text = value.strip().upper()
+    moment = fhirdates.parse(text)
+    if moment is None or len(text) <= 10:
+        return text
+    fraction = ""
+    dot = text.find(".", 10)
+    if dot >= 0:
+        end = dot + 1
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        fraction = text[dot + 1 : end].rstrip("0")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 
 
 def _unwrap(issue: Issue) -> Issue:
@@ -111,11 +169,13 @@ class FeedbackStore:
 def _row(service_id: str, item: dict, received_at: str) -> tuple:
     accepted = sorted(s["id"] for s in item.get("acceptedSuggestions") or [])
     reason = (item.get("overrideReason") or {}).get("reason") or {}
+    card = canonical_card(item["card"])
+    timestamp = canonical_timestamp(item["outcomeTimestamp"])
     identity = {
         "service": service_id,
-        "card": item["card"],
+        "card": card,
         "outcome": item["outcome"],
-        "timestamp": item["outcomeTimestamp"],
+        "timestamp": timestamp,
         "accepted": accepted,
         "reason": [reason.get("system"), reason.get("code")],
     }
@@ -123,9 +183,9 @@ def _row(service_id: str, item: dict, received_at: str) -> tuple:
     return (
         key,
         service_id,
-        item["card"].removeprefix("urn:uuid:"),
+        card,
         item["outcome"],
-        item["outcomeTimestamp"],
+        timestamp,
         json.dumps(accepted) if accepted else None,
         reason.get("system"),
         reason.get("code"),
