@@ -8,6 +8,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Response, current_app, g, request
 from gunicorn.http.errors import ParseException
@@ -251,6 +252,21 @@ def _authenticate():
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     return None
+
+
+@bp.after_app_request
+def _no_host_in_location(response: Response) -> Response:
+    """Werkzeug builds its redirects (`/console` -> `/console/`) from the request's `Host`
+    header, which the client chooses. A Location is made relative here, or absolute on
+    CDS_PUBLIC_BASE_URL when the operator set it: never on the client's Host."""
+    location = response.headers.get("Location")
+    if location:
+        parts = urlsplit(location)
+        if parts.scheme or parts.netloc:
+            relative = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
+            base = _security().public_base_url
+            response.headers["Location"] = (base.rstrip("/") + relative) if base else relative
+    return response
 
 
 @bp.after_app_request
