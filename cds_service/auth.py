@@ -274,8 +274,8 @@ def _check_claim_types(payload: dict) -> None:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or abs(value) > MAX_NUMERIC_DATE
+            or (isinstance(value, float) and not math.isfinite(value))
+            or abs(value) > MAX_NUMERIC_DATE  # exact for ints: never converted to float
         ):
             raise Unauthorized(f"claim {name} is not a NumericDate")
     jti = payload.get("jti")
