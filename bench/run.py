@@ -309,9 +309,9 @@ def main() -> int:
             "-w",
             workers,
             "-k",
-            "gthread",
-            "--threads",
-            "4",
+            "gevent",  # as `cds-service serve` runs (server.py)
+            "--worker-connections",
+            "1000",
             "--keep-alive",
             "5",
             "ceiling:app",

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-UNKNOWN_CARD = ""  # the rule id of feedback about a card the audit store never recorded
+# The rule id of feedback about a card the audit store never recorded (never issued, or issued
+# before the audit trail began): counted apart from every rule, its override reasons not listed
+# (they are the sender's words about no card of ours).
+UNKNOWN_CARD = ""
 
 
 @dataclass
@@ -62,7 +65,7 @@ GROUP BY c.rule_id, c.indicator
 _OUTCOMES = """
 WITH shown AS (SELECT card_uuid, MIN(rule_id) AS rule_id FROM card GROUP BY card_uuid)
 SELECT s.rule_id, f.outcome, f.override_reason_system, f.override_reason_code, COUNT(*)
-FROM fb.feedback AS f LEFT JOIN shown AS s ON s.card_uuid = f.card_uuid
+FROM fb.feedback AS f LEFT JOIN shown AS s ON s.card_uuid = lower(f.card_uuid)
 WHERE f.received_at >= ? AND f.received_at < ?
 GROUP BY s.rule_id, f.outcome, f.override_reason_system, f.override_reason_code
 """
@@ -100,6 +103,8 @@ def rule_activity(
             row.accepted += count
         elif outcome == "overridden":
             row.overridden += count
+            if rule_id is None:
+                continue  # a card the service never issued: counted apart, its reasons unlisted
             reason = (system, code) if code else (None, None)
             row.reasons[reason] = row.reasons.get(reason, 0) + count
     unknown = rows.pop(UNKNOWN_CARD, None)

@@ -8,6 +8,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Response, current_app, g, request
 from gunicorn.http.errors import ParseException
@@ -19,7 +20,7 @@ from .auth import Authenticator, Unauthorized, audience_url
 from .errors import CdsError, InvalidRequest, Issue, UnsupportedMediaType, operation_outcome
 from .feedback import parse_feedback
 from .services import SERVICES, find_service
-from .trust import TrustConfig
+from .trust import BadUrl, TrustConfig, parse_http_url
 
 log = logging.getLogger("cds_service.access")
 bp = Blueprint("cds", __name__)
@@ -84,17 +85,23 @@ def read_json() -> object:
     except UnicodeDecodeError:
         raise InvalidRequest("The request body is not valid UTF-8", "body") from None
     try:
-        body = json.loads(text, parse_constant=_not_json)
+        body = json.loads(text, parse_constant=_not_json, parse_int=_bounded_int)
     except RecursionError:
         raise InvalidRequest("The request body is nested too deeply", "body") from None
     except _NotJson as exc:
         raise InvalidRequest(
             f"The request body is not valid JSON ({exc} is not a JSON number)", "body"
         ) from None
-    except ValueError as exc:
+    except _TooManyDigits:
+        raise InvalidRequest(
+            f"The request body has an integer of more than {MAX_INT_DIGITS} digits", "body"
+        ) from None
+    except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"The request body is not valid JSON (line {exc.lineno}, column {exc.colno})", "body"
         ) from None
+    except ValueError:  # any other refusal of the parser: never a 500
+        raise InvalidRequest("The request body is not valid JSON", "body") from None
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(body):
         raise InvalidRequest(
             "The request body has a \\u escape of an unpaired UTF-16 surrogate, which is not "
@@ -106,6 +113,21 @@ def read_json() -> object:
 
 class _NotJson(ValueError):
     pass
+
+
+# No value a CDS Hooks request carries needs more digits (FHIR's integer64 has 19); Python
+# refuses to convert over 4,300 and its conversion slows with the square of the length.
+MAX_INT_DIGITS = 40
+
+
+class _TooManyDigits(ValueError):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _TooManyDigits()
+    return int(text)
 
 
 def _not_json(constant: str) -> float:
@@ -163,6 +185,8 @@ def invoke(service_id: str):
     g.hook_instance = (
         body.get("hookInstance") if isinstance(body.get("hookInstance"), str) else None
     )
+    if isinstance(body.get("fhirServer"), str):
+        check_fhir_server(body["fhirServer"])
     context = body.get("context")
     if isinstance(context, dict) and isinstance(context.get("patientId"), str):
         g.patient = _security().hasher(context["patientId"])
@@ -186,6 +210,20 @@ def feedback(service_id: str):
     items = parse_feedback(read_json())
     stored = current_app.extensions["cds_feedback"].add(service.id, items)
     return json_response({"received": len(items), "stored": stored})
+
+
+def check_fhir_server(url: str) -> str:
+    """The request's `fhirServer` in the one strict reading that both the FHIR-server policy
+    and the HTTP client use; a URL it refuses is a 400 naming `fhirServer`, whatever the
+    prefetch (a client that sends such a URL would be sent nothing anyway)."""
+    try:
+        return str(parse_http_url(url))
+    except BadUrl as problem:
+        raise InvalidRequest(
+            f"fhirServer {problem}: send the FHIR server's base URL as http(s)://host[:port]/path "
+            "with the host in normal form",
+            "fhirServer",
+        ) from None
 
 
 def _security() -> Security:
@@ -214,6 +252,21 @@ def _authenticate():
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     return None
+
+
+@bp.after_app_request
+def _no_host_in_location(response: Response) -> Response:
+    """Werkzeug builds its redirects (`/console` -> `/console/`) from the request's `Host`
+    header, which the client chooses. A Location is made relative here, or absolute on
+    CDS_PUBLIC_BASE_URL when the operator set it: never on the client's Host."""
+    location = response.headers.get("Location")
+    if location:
+        parts = urlsplit(location)
+        if parts.scheme or parts.netloc:
+            relative = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
+            base = _security().public_base_url
+            response.headers["Location"] = (base.rstrip("/") + relative) if base else relative
+    return response
 
 
 @bp.after_app_request

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     CORS(
         app,
         resources={r"/cds-services": {}, r"/cds-services/*": {}},
-        origins=list(settings.cors_origins),
+        origins=settings.allowed_origins,
         allow_headers=["Authorization", "Content-Type"],
         methods=["GET", "POST", "OPTIONS"],
         max_age=600,

@@ -4,8 +4,10 @@ Checked, in order: a Bearer token; header `alg` asymmetric (never `none` or HMAC
 `kid`; a trusted `iss`; a `jku`, if any, on the issuer's allowlist; the signature with the
 issuer's configured key for `kid` (inline, or from its JWKS URL, refetched once, rate-limited,
 on an unknown kid: key rotation; an allowed `jku` is fetched only when the configured keys lack
-the kid); `aud` the URL of the endpoint invoked; `exp`, `iat` (with a small leeway), `jti`
-never seen before its expiry (a SQLite store shared by all worker processes); `tenant` among
+the kid); `aud` the URL of the endpoint invoked; `exp`, `iat` (with a small leeway; every
+claim read must be of its RFC 7519 type), `jti` never seen while the token could still be
+accepted, i.e. until `exp` plus the leeway (a SQLite store shared by all worker processes);
+`tenant` among
 the issuer's tenants when the operator lists some. Any failure is a bare 401 to the caller;
 the reason goes to the log, never the token.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -47,12 +50,14 @@ class Caller:
 
 class ReplayStore(Protocol):
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
-        """Record the token id; False when it was seen before (a replay)."""
+        """Record the token id until `exp` (the moment the verifier stops accepting the token:
+        its `exp` claim plus the leeway); False when it was seen before (a replay)."""
 
 
 class SqliteReplayStore:
     """Token ids seen, in a SQLite file every worker process shares (a replay sent to another
-    worker is caught too). Expired ids are purged as new ones arrive."""
+    worker is caught too). An id is kept until the `exp` it is given, which the Authenticator
+    makes the token's `exp` plus its leeway; long expired ids are purged as new ones arrive."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,8 +212,9 @@ class Authenticator:
         except jwt.PyJWTError:
             raise Unauthorized("malformed token") from None
         header, unverified = parts["header"], parts["payload"]
-        if not isinstance(unverified, dict):
+        if not isinstance(unverified, dict) or not isinstance(header, dict):
             raise Unauthorized("malformed token")
+        _check_claim_types(unverified)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise Unauthorized(f"algorithm not allowed: {str(alg)[:16]}")
@@ -235,7 +241,7 @@ class Authenticator:
                 leeway=self._leeway,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"]},
             )
-        except (jwt.PyJWTError, TypeError, ValueError) as exc:  # a key of the wrong type too
+        except (jwt.PyJWTError, TypeError, ValueError, OverflowError) as exc:  # a wrong key too
             raise Unauthorized(f"token rejected: {type(exc).__name__}") from None
         if claims["iat"] > time.time() + self._leeway:
             raise Unauthorized("iat in the future")
@@ -246,9 +252,48 @@ class Authenticator:
         tenant = claims.get("tenant")
         if issuer.tenants and (not isinstance(tenant, str) or tenant not in issuer.tenants):
             raise Unauthorized(f"tenant not allowed for {issuer.iss}")
-        if not self._replay.first_use(issuer.iss, str(claims["jti"]), float(claims["exp"])):
+        # Remembered for as long as the token is accepted: its exp plus the leeway allowed above
+        # (a store that forgot it at exp would take the token again within the leeway).
+        remember_until = float(claims["exp"]) + self._leeway
+        if not self._replay.first_use(issuer.iss, claims["jti"], remember_until):
             raise Unauthorized(f"replayed jti from {issuer.iss}")
         return Caller(issuer, tenant if isinstance(tenant, str) else None)
+
+
+MAX_JTI_CHARS = 256
+_TIME_CLAIMS = ("exp", "iat", "nbf")
+
+
+def _check_claim_types(payload: dict) -> None:
+    """Each claim the service reads, of the type RFC 7519 gives it (checked before any
+    arithmetic: a string `exp` or an infinite `iat` is a refusal, never an exception)."""
+    for name in _TIME_CLAIMS:
+        value = payload.get(name)
+        if name not in payload and name == "nbf":
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value))
+            or abs(value) > MAX_NUMERIC_DATE  # exact for ints: never converted to float
+        ):
+            raise Unauthorized(f"claim {name} is not a NumericDate")
+    jti = payload.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+        raise Unauthorized(f"claim jti is not a string of 1 to {MAX_JTI_CHARS} characters")
+    if not isinstance(payload.get("iss"), str):
+        raise Unauthorized("claim iss is not a string")
+    aud = payload.get("aud")
+    if not isinstance(aud, str) and not (
+        isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud)
+    ):
+        raise Unauthorized("claim aud is not a string or a list of strings")
+    if "tenant" in payload and not isinstance(payload["tenant"], str):
+        raise Unauthorized("claim tenant is not a string")
+
+
+# Year 9999: beyond it a NumericDate is no date this service can compare.
+MAX_NUMERIC_DATE = 253_402_300_799
 
 
 def _bearer(authorization: str | None) -> str:

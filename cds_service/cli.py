@@ -40,7 +40,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="default: one per core"
     )
-    serve.add_argument("--threads", type=int, default=4, help="threads per worker")
+    serve.add_argument(
+        "--worker-class",
+        choices=["gevent", "gthread"],
+        default="gevent",
+        help="gevent (default): a greenlet per connection, so slow clients cannot hold the "
+        "workers; gthread: a fixed pool of --threads per worker",
+    )
+    serve.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     serve.add_argument(
         "--no-auth",
         action="store_true",
@@ -128,12 +135,25 @@ def _sign_token(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.worker_class == "gevent":
+        # Before the service's modules import ssl, requests or urllib3 (and before the workers
+        # fork): patched late, their sockets and SSL contexts would block the whole worker.
+        from gevent import monkey
+
+        monkey.patch_all()
     from .server import run
 
     settings = Settings.from_env(auth_enabled=not args.no_auth)
     if args.workers < 1 or args.threads < 1:
         raise ConfigurationError("--workers and --threads must be at least 1")
-    run(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    run(
+        settings,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        worker_class=args.worker_class,
+    )
     return 0
 
 

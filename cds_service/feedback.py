@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import validation
+from . import fhirdates, validation
 from .errors import InvalidRequest, Issue
 from .tolerant import tolerate_feedback
 
@@ -46,6 +46,37 @@ def parse_feedback(body: object) -> list[dict]:
         # An unwrapped item's errors name its own fields (`card`), not `feedback[0].card`.
         raise InvalidRequest([_unwrap(i) for i in issues] if unwrapped else issues)
     return body["feedback"]
+
+
+# The bounds of what one outcome may store are in schemas/feedback.json (documented in the
+# OpenAPI document and README "Hardening"): 100 items, 20 accepted suggestions with ids of 128
+# characters, override reason system 256, code 64, display 256, comment 2,000 characters.
+
+
+def canonical_card(card: str) -> str:
+    """A card uuid as the service issues it: lower case, without `urn:uuid:`."""
+    card = card.strip()
+    if card[:9].lower() == "urn:uuid:":
+        card = card[9:]
+    return card.lower()
+
+
+def canonical_timestamp(value: str) -> str:
+    """One spelling per instant: UTC, `T` and `Z`, seconds always, a fraction only when it is
+    not zero (`12:05:00.000+00:00` and `12:05:00Z` are the same outcome). A date alone stays a
+    date. The schema has checked the form."""
+    text = value.strip().upper()
+    moment = fhirdates.parse(text)
+    if moment is None or len(text) <= 10:
+        return text
+    fraction = ""
+    dot = text.find(".", 10)
+    if dot >= 0:
+        end = dot + 1
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        fraction = text[dot + 1 : end].rstrip("0")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 
 
 def _unwrap(issue: Issue) -> Issue:
@@ -111,11 +142,13 @@ class FeedbackStore:
 def _row(service_id: str, item: dict, received_at: str) -> tuple:
     accepted = sorted(s["id"] for s in item.get("acceptedSuggestions") or [])
     reason = (item.get("overrideReason") or {}).get("reason") or {}
+    card = canonical_card(item["card"])
+    timestamp = canonical_timestamp(item["outcomeTimestamp"])
     identity = {
         "service": service_id,
-        "card": item["card"],
+        "card": card,
         "outcome": item["outcome"],
-        "timestamp": item["outcomeTimestamp"],
+        "timestamp": timestamp,
         "accepted": accepted,
         "reason": [reason.get("system"), reason.get("code")],
     }
@@ -123,9 +156,9 @@ def _row(service_id: str, item: dict, received_at: str) -> tuple:
     return (
         key,
         service_id,
-        item["card"].removeprefix("urn:uuid:"),
+        card,
         item["outcome"],
-        item["outcomeTimestamp"],
+        timestamp,
         json.dumps(accepted) if accepted else None,
         reason.get("system"),
         reason.get("code"),

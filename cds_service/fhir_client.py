@@ -9,17 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import posixpath
+import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from .settings import Settings
+from .trust import BadUrl, HttpUrl, parse_http_url
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,23 @@ class FhirClient:
     def _fetch(self, base_url: str, token: str | None, query: str, deadline: float) -> FetchResult:
         result = FetchResult(query)
         base = base_url.rstrip("/") + "/"
+        origin = parse_http_url(base)
         url: str | None = urljoin(base, query)
         seen: set[str] = set()
         pages = 0
         while url:
-            if not _same_server(url, base):
+            # Every URL requested is read by the strict parser first, and the text requested is
+            # what it read: the same-server check and the HTTP client see one URL.
+            try:
+                target = parse_http_url(url, query=True)
+            except BadUrl:
+                if result.resources or pages:
+                    result.notes.append("paging stopped: a next link is not a well-formed URL")
+                else:
+                    result.error = "the query is not a well-formed URL"
+                break
+            url = str(target)
+            if not _same_server(target, origin):
                 result.notes.append("paging stopped: a next link pointed outside the FHIR server")
                 break
             if url in seen:
@@ -200,18 +213,16 @@ def next_link(bundle: dict) -> str | None:
     return None
 
 
-def _same_server(url: str, base: str) -> bool:
-    """Only URLs under the FHIR server's base (scheme, host, port and path) are followed."""
-    target, origin = urlsplit(url), urlsplit(base)
-    # Dot segments are resolved as the HTTP client will resolve them; `/fhir-x` is not under
-    # `/fhir`.
-    path = posixpath.normpath(target.path or "/")
+def _same_server(target: HttpUrl, origin: HttpUrl) -> bool:
+    """Only URLs under the FHIR server's base (scheme, host, port and path) are followed; both
+    passed the strict parser, so neither has dot segments. `/fhir-x` is not under `/fhir`."""
     base_path = origin.path.rstrip("/")
-    return (
-        target.scheme == origin.scheme
-        and target.netloc.lower() == origin.netloc.lower()
-        and (path == base_path or path.startswith(base_path + "/"))
-    )
+    path = target.path or "/"
+    return (target.scheme, target.host, target.port) == (
+        origin.scheme,
+        origin.host,
+        origin.port,
+    ) and (path == base_path or path.startswith(base_path + "/"))
 
 
 def _read_capped(response: requests.Response, deadline: float) -> bytes | None:
@@ -255,13 +266,21 @@ def _parse(raw: bytes) -> dict | None:
 
 
 def _outcome_text(outcome: dict, token: str | None) -> str:
-    """The first issue's text, without the access token should the server echo it back."""
+    """What the client may learn of the FHIR server's OperationOutcome: its first issue's code,
+    when it is a FHIR code. Its text is never echoed: it is the FHIR server's, may quote the
+    access token in any letter case or encoding, or patient data."""
     for issue in outcome.get("issue") or []:
-        if isinstance(issue, dict):
-            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
-            if text:
-                text = str(text)
-                if token:
-                    text = text.replace(token, "***")
-                return text[:200]
+        code = issue.get("code") if isinstance(issue, dict) else None
+        if isinstance(code, str) and _FHIR_CODE.fullmatch(code):
+            return redact(f"issue code '{code}'", token)
     return ""
+
+
+_FHIR_CODE = re.compile(r"[a-z][a-z-]{0,39}")
+
+
+def redact(text: str, token: str | None) -> str:
+    """`text` without the access token, in whatever letter case it appears."""
+    if not token or not text:
+        return text
+    return re.sub(re.escape(token), "***", text, flags=re.IGNORECASE)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from .errors import DataUnavailable, FhirServerNotAllowed, InvalidRequest, Issue
 from .fhir_client import FhirClient, next_link
 from .services import Service
+from .trust import BadUrl, parse_http_url
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,11 @@ def _fetch(
         return service.prefetch[key].required and key not in continued
 
     server = request.get("fhirServer")
+    if server:
+        try:
+            parse_http_url(server)
+        except BadUrl as problem:
+            raise InvalidRequest(f"fhirServer {problem}", "fhirServer") from None
     if not server:
         failures = [
             Issue(
@@ -165,7 +171,8 @@ def _fetch(
         gathered.unavailable.update(to_fetch)
         return
     token = (request.get("fhirAuthorization") or {}).get("access_token")
-    results = client.fetch_all(server, token, to_fetch, deadline)
+    # The URL connected to is the one the policy allowed, in the same strict reading.
+    results = client.fetch_all(str(parse_http_url(server)), token, to_fetch, deadline)
     failures = []
     for key, result in results.items():
         if key not in continued:

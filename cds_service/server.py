@@ -1,4 +1,12 @@
-"""Serving under gunicorn (never Flask's development server)."""
+"""Serving under gunicorn (never Flask's development server).
+
+The default worker class is gevent: each connection is a greenlet, so a client that trickles
+its headers or body one byte at a time holds a few kilobytes of memory and a socket, not a
+worker thread (with gthread, 8 such clients stopped a 2-worker service; see README
+"Hardening"). `worker_connections` bounds the connections per worker. The process is
+monkey-patched before anything opens a socket (cli.py), so the FHIR client's requests, its
+watchdog timers and the audit writer cooperate with the other greenlets.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +35,19 @@ class _Gunicorn(BaseApplication):
         return create_app(self._settings)
 
 
-def run(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
+WORKER_CLASSES = ("gevent", "gthread")
+WORKER_CONNECTIONS = 1000
+
+
+def run(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    worker_class: str = "gevent",
+) -> None:
     if not settings.auth_enabled:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         log.warning(
@@ -41,8 +61,9 @@ def run(settings: Settings, *, host: str, port: int, workers: int, threads: int)
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread",
+        "threads": threads,  # gthread only
+        "worker_class": worker_class,
+        "worker_connections": WORKER_CONNECTIONS,  # gevent only
         "timeout": 30,
         "graceful_timeout": 10,
         "keepalive": 5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +11,11 @@ from pathlib import Path
 
 from . import fhirdates
 from .errors import ConfigurationError
+
+SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
+# http(s) on localhost, 127.0.0.1 or [::1], any port: flask-cors matches it against the whole
+# Origin header.
+LOOPBACK_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?\Z")
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,9 @@ class Settings:
     jwt_max_lifetime_s: float = 3600.0
     jwks_ttl_s: float = 300.0
     jwks_min_refresh_s: float = 30.0
-    cors_origins: tuple[str, ...] = ("*",)
+    # None: any origin with authentication on (every call carries a signed token), loopback
+    # pages and the public CDS Hooks sandbox only under --no-auth (see `allowed_origins`).
+    cors_origins: tuple[str, ...] | None = None
     log_hash_key: str | None = None
     # The review console (/console): None means on only when authentication is off.
     console_enabled: bool | None = None
@@ -43,6 +51,17 @@ class Settings:
     @property
     def console_active(self) -> bool:
         return (not self.auth_enabled) if self.console_enabled is None else self.console_enabled
+
+    @property
+    def allowed_origins(self) -> list:
+        """The browser origins CORS lets call the CDS Hooks endpoints. Without authentication
+        any web page the user opens could otherwise call a local service (and store feedback):
+        by default only pages on this machine and the public sandbox may."""
+        if self.cors_origins is not None:
+            return list(self.cors_origins)
+        if self.auth_enabled:
+            return ["*"]
+        return [LOOPBACK_ORIGIN, SANDBOX_ORIGIN]
 
     @property
     def feedback_db_path(self) -> Path:
@@ -80,8 +99,9 @@ class Settings:
             "jwks_ttl_s": _float(env, "CDS_JWKS_TTL_S", 300.0),
             "jwks_min_refresh_s": _float(env, "CDS_JWKS_MIN_REFRESH_S", 30.0),
             "cors_origins": tuple(
-                o.strip() for o in env.get("CDS_CORS_ORIGINS", "*").split(",") if o.strip()
-            ),
+                o.strip() for o in env.get("CDS_CORS_ORIGINS", "").split(",") if o.strip()
+            )
+            or None,
             "log_hash_key": env.get("CDS_LOG_HASH_KEY") or None,
             "console_enabled": _bool(env, "CDS_CONSOLE", None),
         }

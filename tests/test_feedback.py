@@ -80,15 +80,20 @@ def test_accepted_feedback_stores_the_accepted_suggestions(client, db):
 
 
 @pytest.mark.parametrize(
-    "timestamp",
-    ["2026-11-20", "2026-11-20T12:05:00Z", "2026-11-20T13:05:00.250+01:00"],
+    ("timestamp", "canonical"),
+    [
+        ("2026-11-20", "2026-11-20"),
+        ("2026-11-20T12:05:00Z", "2026-11-20T12:05:00Z"),
+        ("2026-11-20T13:05:00.250+01:00", "2026-11-20T12:05:00.25Z"),
+    ],
     ids=["date-only", "rfc3339-utc", "rfc3339-offset-fraction"],
 )
-def test_date_only_and_rfc3339_timestamps_are_accepted(client, db, timestamp):
+def test_date_only_and_rfc3339_timestamps_are_accepted(client, db, timestamp, canonical):
+    """Stored in one spelling per instant (UTC, no trailing zeros: issue 13)."""
     card = fresh_card(client)
     response = client.feedback(PV, {"feedback": [overridden(card, timestamp)]})
     assert response.status_code == 200, response.text
-    assert [row["outcome_timestamp"] for row in stored(db, card)] == [timestamp]
+    assert [row["outcome_timestamp"] for row in stored(db, card)] == [canonical]
 
 
 def test_the_same_feedback_sent_twice_is_stored_once(client, db):
