@@ -300,7 +300,8 @@ def _detail(
         lines += ["", f"**{common['headings']['evidence']}**", ""]
         lines += [f"- {line}" for line in found]
     cannot_read = [unreadable_line(u, chart) for u in (*finding.missing, *chart.unreadable)]
-    cannot_read = list(dict.fromkeys([*cannot_read, *chart.gaps]))
+    gaps = [common["gaps"][g.reason].format(key=g.key, detail=g.detail) for g in chart.gaps]
+    cannot_read = list(dict.fromkeys([*cannot_read, *gaps]))
     if cannot_read:
         lines += ["", f"**{common['headings']['unreadable']}**", ""]
         lines += [f"- {item}" for item in cannot_read]

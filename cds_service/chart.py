@@ -23,7 +23,7 @@ from functools import cached_property, lru_cache
 
 from . import fhirdates, notes
 from .fhircheck import fhir_problem
-from .gather import Gathered
+from .gather import Gap, Gathered
 from .labs import LABS, Lab
 from .notes import NoteFinding
 from .services import NOTE_SIGN_HOOK
@@ -270,7 +270,7 @@ class Chart:
     birth_date: date | None
     sex: str | None
     note_text: str
-    gaps: tuple[str, ...]
+    gaps: tuple[Gap, ...]
     unreadable: tuple[Unreadable, ...]
     terminology: Terminology = field(repr=False)
     # Per concept group, the records in it (classified once, at build).

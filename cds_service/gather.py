@@ -30,12 +30,22 @@ log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z0-9_]+)\s*\}\}")
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Data the service could not have, named in the card detail: the prefetch key, why (a key
+    of `gaps:` in cards/_common.yaml) and, for a fault of the FHIR server, what it was."""
+
+    key: str
+    reason: str  # no-server, not-allowed, not-read, partial
+    detail: str = ""
+
+
 @dataclass
 class Gathered:
     """The patient's resources by type, and what could not be had (named in card details)."""
 
     resources: dict[str, list[dict]] = field(default_factory=dict)
-    gaps: list[str] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)  # prefetch keys read from the FHIR server
     unavailable: set[str] = field(default_factory=set)  # optional keys that could not be had
 
@@ -138,7 +148,7 @@ def _fetch(
         ]
         if failures:
             raise DataUnavailable(failures)
-        gathered.gaps.extend(f"{key}: not provided and no FHIR server named" for key in to_fetch)
+        gathered.gaps.extend(Gap(key, "no-server") for key in to_fetch)
         gathered.unavailable.update(to_fetch)
         return
     if fhir_allowed is not None and not fhir_allowed(server):
@@ -164,10 +174,7 @@ def _fetch(
                     ),
                 ]
             )
-        gathered.gaps.extend(
-            f"{key}: not read, the FHIR server named is not allowed for this client"
-            for key in to_fetch
-        )
+        gathered.gaps.extend(Gap(key, "not-allowed") for key in to_fetch)
         gathered.unavailable.update(to_fetch)
         return
     token = (request.get("fhirAuthorization") or {}).get("access_token")
@@ -179,7 +186,7 @@ def _fetch(
             gathered.fetched.append(key)
         if result.ok:
             gathered.add([r for r in result.resources if _is_resource(r)])
-            gathered.gaps.extend(f"{key}: {note}" for note in result.notes)
+            gathered.gaps.extend(Gap(key, "partial", note) for note in result.notes)
         elif needed(key):
             failures.append(
                 Issue(
@@ -189,7 +196,7 @@ def _fetch(
                 )
             )
         else:
-            gathered.gaps.append(f"{key}: could not be read from the FHIR server ({result.error})")
+            gathered.gaps.append(Gap(key, "not-read", result.error or ""))
             gathered.unavailable.add(key)
     if failures:
         raise DataUnavailable(failures)
