@@ -103,14 +103,7 @@ def tolerate(body: object, prefetch_keys: object = None) -> list[str]:
     if isinstance(context, dict):
         for key in ("draftOrders", "note"):
             _resource(context.get(key), f"context.{key}", fixed)
-    if fixed:
-        event = {
-            "event": "tolerated",
-            "what": "a single object sent for a FHIR array, read as a one-item array",
-            "fields": fixed[:20],
-            "count": len(fixed),
-        }
-        log.warning(json.dumps(event))
+    _warn(fixed, "a single object sent for a FHIR array, read as a one-item array")
     return fixed
 
 
@@ -129,13 +122,13 @@ def tolerate_feedback(body: dict) -> None:
         ):
             item["overrideReason"] = {"reason": reason}
             fixed.append(f"feedback[{index}].overrideReason")
+    _warn(fixed, "a bare Coding sent as overrideReason, read as overrideReason.reason")
+
+
+def _warn(fixed: list[str], what: str) -> None:
+    """One warning naming the tolerated fields' paths (at most 20), never their values."""
     if fixed:
-        event = {
-            "event": "tolerated",
-            "what": "a bare Coding sent as overrideReason, read as overrideReason.reason",
-            "fields": fixed[:20],
-            "count": len(fixed),
-        }
+        event = {"event": "tolerated", "what": what, "fields": fixed[:20], "count": len(fixed)}
         log.warning(json.dumps(event))
 
 
