@@ -28,7 +28,6 @@ from servers import (
     ServiceProcess,
     free_port,
     send_json,
-    start_fault_server,
     start_service,
     stop,
 )
@@ -78,13 +77,6 @@ def svc(tmp_path_factory) -> ServiceProcess:
     )
     yield service
     stop(service.process)
-
-
-@pytest.fixture(scope="module")
-def fault() -> FaultServer:
-    server = start_fault_server()
-    yield server
-    server.server.shutdown()
 
 
 # ------------------------------------------------------------------ 2. slow clients
@@ -237,9 +229,9 @@ def empty_searchset(handler) -> None:
     send_json(handler, {"resourceType": "Bundle", "type": "searchset", "entry": []})
 
 
-def _fhir_route(fault: FaultServer) -> tuple[str, str]:
+def _fhir_route(fault_server: FaultServer) -> tuple[str, str]:
     prefix = f"/fhir-{uuid.uuid4().hex[:8]}"
-    return fault.route(prefix, empty_searchset), prefix
+    return fault_server.route(prefix, empty_searchset), prefix
 
 
 MALFORMED = {
@@ -258,12 +250,14 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("template", MALFORMED.values(), ids=list(MALFORMED))
-def test_a_fhir_server_url_other_parsers_could_read_differently_is_a_400(svc, fault, template):
+def test_a_fhir_server_url_other_parsers_could_read_differently_is_a_400(
+    svc, fault_server, template
+):
     """Issue 13: `http://127.0.0.1:18192\\@localhost:9/fhir` passed the loopback check (urlsplit
     saw localhost) while requests connected to 127.0.0.1:18192 with the access token; a
     `#fragment` passed and silently read nothing."""
-    base, prefix = _fhir_route(fault)
-    port = fault.server.server_port
+    base, prefix = _fhir_route(fault_server)
+    port = fault_server.server.server_port
     server = template.format(base=base, port=port, prefix=prefix)
     request, _ = scenario(missing="conditions")
     request["fhirServer"] = server
@@ -274,25 +268,25 @@ def test_a_fhir_server_url_other_parsers_could_read_differently_is_a_400(svc, fa
         "scope": "patient/*.read",
         "subject": "crampcds",
     }
-    seen = len(fault.seen)
+    seen = len(fault_server.seen)
 
     response = post(svc, f"/cds-services/{SERVICE}", request)
 
     assert response.status_code == 400, response.text
     assert expressions(response) == ["fhirServer"]
     assert "fhirServer" in response.json()["issue"][0]["diagnostics"]
-    assert len(fault.seen) == seen, "nothing may be sent to a URL the service refused"
+    assert len(fault_server.seen) == seen, "nothing may be sent to a URL the service refused"
 
 
-def test_a_well_formed_loopback_fhir_server_is_still_read(svc, fault):
-    base, prefix = _fhir_route(fault)
+def test_a_well_formed_loopback_fhir_server_is_still_read(svc, fault_server):
+    base, prefix = _fhir_route(fault_server)
     request, patient = scenario(missing="conditions")
     request["fhirServer"] = base
 
     response = post(svc, f"/cds-services/{SERVICE}", request)
 
     assert response.status_code == 200, response.text
-    assert [path for path, _ in fault.requests_to(prefix)] == [
+    assert [path for path, _ in fault_server.requests_to(prefix)] == [
         f"{prefix}/Condition?patient={patient}"
     ]
 
@@ -310,7 +304,7 @@ def test_an_integer_of_over_4300_digits_is_a_400_naming_the_body(svc, path):
     assert "digits" in response.json()["issue"][0]["diagnostics"]
 
 
-def test_the_fhir_servers_error_text_is_never_echoed_nor_the_token_in_any_case(svc, fault):
+def test_the_fhir_servers_error_text_is_never_echoed_nor_the_token_in_any_case(svc, fault_server):
     """Issue 13: the access token appeared in a 412 when the FHIR server echoed it in another
     letter case."""
     access_token = f"at-{uuid.uuid4().hex}"
@@ -326,7 +320,7 @@ def test_the_fhir_servers_error_text_is_never_echoed_nor_the_token_in_any_case(s
         send_json(handler, outcome, 401)
 
     request, _ = scenario(missing="conditions")
-    request["fhirServer"] = fault.route(prefix, echo)
+    request["fhirServer"] = fault_server.route(prefix, echo)
     request["fhirAuthorization"] = {
         "access_token": access_token,
         "token_type": "Bearer",
@@ -338,7 +332,7 @@ def test_the_fhir_servers_error_text_is_never_echoed_nor_the_token_in_any_case(s
     response = post(svc, f"/cds-services/{SERVICE}", request)
 
     assert response.status_code == 412, response.text
-    assert fault.requests_to(prefix), "the FHIR server was never asked"
+    assert fault_server.requests_to(prefix), "the FHIR server was never asked"
     assert access_token.lower() not in response.text.lower()
     assert "UPSTREAM-TEXT" not in response.text
     assert "HTTP 401" in response.text  # what happened is still said
