@@ -41,6 +41,8 @@ class Security:
     audit: AuditStore
 
     def fhir_server_allowed(self, url: str) -> bool:
+        if g.get("console_user"):  # a signed-in console reviewer: prefetch only (console/signin)
+            return False
         caller = g.get("caller")
         try:
             return self.trust.fhir_server_allowed(url, caller.issuer if caller else None)
@@ -239,6 +241,9 @@ def _authenticate():
         return None
     if request.path == "/cds-services" and security.trust.anonymous_discovery:
         return None
+    console = request.path == "/console" or request.path.startswith("/console/")
+    if console and current_app.config.get("CDS_CONSOLE_SIGN_IN"):
+        return None  # the console's own sign-in guards it (console/signin.py)
     try:
         g.caller = security.authenticator.verify(
             request.headers.get("Authorization"),
@@ -260,7 +265,7 @@ def _no_host_in_location(response: Response) -> Response:
     header, which the client chooses. A Location is made relative here, or absolute on
     CDS_PUBLIC_BASE_URL when the operator set it: never on the client's Host."""
     location = response.headers.get("Location")
-    if location:
+    if location and not g.get("external_location"):  # e.g. the console's OpenID provider
         parts = urlsplit(location)
         if parts.scheme or parts.netloc:
             relative = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
@@ -294,6 +299,7 @@ def _access_log(response: Response) -> Response:
         "fetched",
         "tolerated",
         "auth_failure",
+        "console_user",
     ):
         if g.get(key):
             record[key] = g.get(key)
