@@ -584,3 +584,124 @@ def test_over_https_the_cookie_is_host_prefixed_and_secure():
     policy = CookiePolicy.for_base_url("https://cds.example.org/base")
     assert (policy.name, policy.path, policy.secure) == ("__Host-cds-console", "/", True)
     assert CookiePolicy.for_base_url("http://127.0.0.1:8080/cds").path == "/cds/console"
+
+
+# ------------------------------------------------------------------------- in Chromium
+
+
+@pytest.fixture
+def tab(tmp_path) -> Iterator:
+    """A fresh Chromium profile (no cookies) and a tab that fails the test on script errors."""
+    from playwright.sync_api import sync_playwright
+    from test_console_browser import CHROMIUM_ARGS, TIMEOUT_MS, install_chromium
+
+    executable = install_chromium()
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(executable),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                problems.append(f"console: {message.text}")
+                if message.type == "error" and "status of 40" not in message.text
+                else None
+            ),
+        )
+        yield page
+        context.close()
+    assert problems == []
+
+
+def provider_sign_in(page, account: dict) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("heading", name="Sign in to the test provider")).to_be_visible()
+    page.get_by_label("Username").fill(account["id"])
+    page.get_by_label("Password").fill(account["password"])
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_in_a_browser_sign_in_review_send_feedback_sign_out_and_a_refused_user(world, tab):
+    from playwright.sync_api import expect
+    from test_console_browser import run_example, shot
+
+    page, base = tab, world.base
+
+    # 1. Any console page sends the browser to the provider; signed in, it comes back there.
+    page.goto(f"{base}/console/rules")
+    assert page.url.startswith(f"{world.provider.issuer}/interaction/")
+    provider_sign_in(page, REVIEWER)
+    expect(page).to_have_url(f"{base}/console/rules")
+    expect(page.locator(".sign-out")).to_contain_text("Signed in as Rita Reviewer")
+    expect(page.locator("section.rule")).to_have_count(12)
+
+    # 2. Run an example and accept a suggestion: through the console, no client JWT.
+    run_example(page, base, "scenarios/cauda-equina-coded")
+    card = page.locator("article.cds-card-critical")
+    expect(card.locator(".indicator-critical")).to_have_text("Critical")
+    expect(page.locator(".comparison")).to_contain_text("As the example expects")
+    accept = card.get_by_role("button", name="Refer to the emergency department now")
+    accept.click()
+    expect(card.locator(".feedback-status")).to_contain_text("feedback sent to the service")
+    shot(page, "console-oidc-signed-in")
+    cauda_uuid = card.get_attribute("data-card")
+
+    # 3. Override another card with a reason.
+    run_example(page, base, "scenarios/serious-fever-fahrenheit")
+    warning = page.locator("article.cds-card-warning", has_text="serious")
+    warning.get_by_label("Override reason").select_option(label="Not applicable to this patient")
+    warning.get_by_role("button", name="Override").click()
+    expect(warning.locator(".feedback-status")).to_contain_text(
+        "Overridden: Not applicable to this patient"
+    )
+
+    # A POST from the page without the session's CSRF token is refused.
+    status = page.evaluate(
+        """async (url) => (await fetch(url, {method: "POST", headers: {"Content-Type":
+        "application/json"}, body: "{}"})).status""",
+        f"{base}/console/api/cds-services/{PV}/feedback",
+    )
+    assert status == 403
+
+    # 4. The feedback reached the CDS Hooks feedback store and the analytics.
+    with sqlite3.connect(world.service.data_dir / "feedback.sqlite3") as db:
+        outcomes = db.execute(
+            "SELECT outcome FROM feedback WHERE card_uuid = ?", (cauda_uuid,)
+        ).fetchall()
+    assert outcomes == [("accepted",)]
+    page.get_by_role("navigation").get_by_role("link", name="Feedback analytics").click()
+    cauda = page.locator('tr[data-rule="cauda-equina-red-flag"]')
+    expect(cauda.locator('[data-col="accepted"]')).not_to_have_text("0")
+    serious = page.locator('tr[data-rule="serious-pathology-red-flag"]')
+    expect(serious.locator('[data-col="reasons"]')).to_contain_text(
+        "Not applicable to this patient"
+    )
+
+    # 5. Sign out: the console's session and the provider's end.
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Yes, sign me out").click()
+    expect(page).to_have_url(re.compile(rf"{re.escape(base)}/console/signed-out(\?state=[^&]*)?$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Signed out")
+    page.goto(f"{base}/console/analytics")
+    expect(page.get_by_role("heading", name="Sign in to the test provider")).to_be_visible()
+    answer = page.request.get(f"{base}/console/examples/scenarios/cramps-only")
+    assert answer.status == 401
+
+    # 6. Another account, without the granted group: refused, and stays refused.
+    provider_sign_in(page, BYSTANDER)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Access not granted")
+    expect(page.locator(".sign-out")).to_have_count(0)
+    shot(page, "console-oidc-refused")
+    response = page.goto(f"{base}/console/")
+    assert response.status == 403
+    expect(page.get_by_role("heading", level=1)).to_have_text("Access not granted")
+    assert page.request.get(f"{base}/console/examples/scenarios/cramps-only").status == 401
