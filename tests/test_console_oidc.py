@@ -391,6 +391,41 @@ def test_the_console_pages_keep_their_policy_and_let_the_sign_out_form_reach_the
     assert landed.headers["Cache-Control"] == "no-store"
 
 
+def test_another_account_can_be_chosen_after_a_refusal(world):
+    answer = requests.get(f"{world.base}/console/login?switch=1", allow_redirects=False, timeout=30)
+    assert parse_qs(urlsplit(answer.headers["Location"]).query)["prompt"] == ["login"]
+
+
+@pytest.mark.parametrize("issuer", ["unreachable", "another spelling"])
+def test_a_provider_that_cannot_be_used_gives_a_clear_503_page(world, tmp_path, issuer):
+    port = free_port()
+    provider_port = urlsplit(world.provider.issuer).port
+    configured = {
+        "unreachable": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        # The discovery document names http://127.0.0.1:port: not the issuer configured.
+        "another spelling": f"http://localhost:{provider_port}",
+    }[issuer]
+    running = start_service(
+        tmp_path,
+        {
+            **oidc_env(configured),
+            "CDS_TRUST_CONFIG": str(trust_file(tmp_path)),
+            "CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        },
+        workers=1,
+        auth=True,
+        port=port,
+    )
+    try:
+        for path in ("/console/login", "/console/callback?code=x&state=y"):
+            answer = requests.get(f"{running.base_url}{path}", allow_redirects=False, timeout=30)
+            assert answer.status_code == 503, path
+            assert "Sign-in unavailable" in answer.text and "Set-Cookie" not in answer.headers
+        assert '"event": "console_sign_in_unavailable"' in running.log_text()
+    finally:
+        stop(running.process)
+
+
 # ------------------------------------------------------------------ settings and startup
 
 
