@@ -264,6 +264,9 @@ def test_a_granted_user_signs_in_and_uses_the_console_with_its_csrf_token(world)
     token = csrf_of(landed.text)
     for path in PAGES:
         assert browser.get(f"{world.base}{path}", timeout=30).status_code == 200, path
+    # An old callback link (the Back button) leaves the session as it is.
+    again = browser.get(f"{world.base}/console/callback?code=old&state=old", timeout=30)
+    assert again.url == f"{world.base}/console/" and csrf_of(again.text) == token
 
     example = browser.get(f"{world.base}/console/examples/scenarios/cauda-equina-coded", timeout=30)
     request = {**example.json()["request"], "hookInstance": str(uuid.uuid4())}

@@ -243,6 +243,8 @@ def login():
 
 @bp.get("/callback")
 def callback():
+    if isinstance(session.get("user"), dict):  # signed in already (e.g. the Back button)
+        return redirect(url_for("console.index"))
     client = signin().client
     try:
         signin().metadata()
