@@ -187,7 +187,7 @@
           hookRequest = Object.assign({}, input, { hookInstance: newUuid() });
         }
         $("raw-request").textContent = pretty(hookRequest);
-        say(`Calling POST /cds-services/${serviceId}…`);
+        say(`Calling POST ${urls.services}${serviceId}…`);
         const started = performance.now();
         const answer = await postJson(
           urls.services + encodeURIComponent(serviceId),
