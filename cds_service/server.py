@@ -11,6 +11,10 @@ watchdog timers and the audit writer cooperate with the other greenlets.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
@@ -54,6 +58,7 @@ def run(
             "WARNING: --no-auth: client JWTs are NOT verified. Development use only; "
             "never expose this service to a network."
         )
+    _metrics_dir()  # before prometheus_client is imported (by the app, below)
     from .app import check_configuration
 
     check_configuration(settings)  # fail here, in one clear line, not in every worker
@@ -69,5 +74,44 @@ def run(
         "keepalive": 5,
         "accesslog": None,  # the app logs its own structured access lines
         "preload_app": False,
+        "child_exit": _child_exit,
+        "on_exit": _on_exit,
     }
     _Gunicorn(settings, options).run()
+
+
+_METRICS_PREFIX = "cds-metrics-"
+
+
+def _metrics_dir() -> None:
+    """A fresh directory for the workers' metric files (prometheus_client's multiprocess mode),
+    one per `serve`, removed at exit; those left by a `serve` that was killed are removed here."""
+    root = Path(tempfile.gettempdir())
+    for stale in root.glob(f"{_METRICS_PREFIX}*"):
+        pid = stale.name.removeprefix(_METRICS_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    path = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # its gauges leave the sums; counters stay
+
+
+def _on_exit(server) -> None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and Path(path).name.startswith(_METRICS_PREFIX):
+        shutil.rmtree(path, ignore_errors=True)

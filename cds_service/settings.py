@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -47,6 +48,8 @@ class Settings:
     log_hash_key: str | None = None
     # The review console (/console): None means on only when authentication is off.
     console_enabled: bool | None = None
+    # Who may read /metrics (socket peers: addresses or CIDR networks); empty: no /metrics.
+    metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
 
     @property
     def console_active(self) -> bool:
@@ -104,6 +107,7 @@ class Settings:
             or None,
             "log_hash_key": env.get("CDS_LOG_HASH_KEY") or None,
             "console_enabled": _bool(env, "CDS_CONSOLE", None),
+            "metrics_allow": _networks(env, "CDS_METRICS_ALLOW", ("127.0.0.1", "::1")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -144,6 +148,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool | None) -> bool | Non
     if raw.lower() in {"0", "false", "no", "off"}:
         return False
     raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma list of IP addresses or CIDR networks; `off`: none."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "off":
+        return ()
+    try:
+        return tuple(str(ipaddress.ip_network(n.strip(), strict=False)) for n in raw.split(","))
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} must be off or a comma list of IP addresses or networks, got {raw!r}"
+        ) from None
 
 
 def _moment(env: Mapping[str, str], name: str) -> datetime | None:
