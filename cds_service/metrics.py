@@ -247,17 +247,21 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 _known_services: set[str] = set()
 _known_rules: set[str] = set()
-_children: dict[tuple[str, str, str], tuple] = {}
+_children: dict[tuple[str, str, int], tuple] = {}
+_card_children: dict[tuple[str, str], Counter] = {}
 
 
 def _count(response: Response) -> Response:
-    status = response.status_code
-    rule = request.url_rule
-    endpoint = rule.rule if rule is not None else g.get("metrics_endpoint", "unmatched")
-    service = g.get("service_id")
+    # The request and g objects are looked up once: each access through Flask's proxies costs
+    # about as much as a counter increment.
+    req, state = request._get_current_object(), g._get_current_object()
+    rule = req.url_rule
+    endpoint = rule.rule if rule is not None else getattr(state, "metrics_endpoint", "unmatched")
+    service = getattr(state, "service_id", None)
     if service is None:
-        asked = request.view_args.get("service_id") if request.view_args else None
+        asked = req.view_args.get("service_id") if req.view_args else None
         service = NONE if asked is None else (asked if asked in _known_services else OTHER)
+    status = response.status_code
     key = (endpoint, service, status)
     children = _children.get(key)
     if children is None:
@@ -267,22 +271,30 @@ def _count(response: Response) -> Response:
         )
         _children[key] = children
     children[0].inc()
-    children[1].observe(time.monotonic() - g.get("metrics_started", time.monotonic()))
-    cards = g.get("cards")
+    started = getattr(state, "metrics_started", None)
+    if started is not None:
+        children[1].observe(time.monotonic() - started)
+    cards = getattr(state, "cards", None)
     if cards:
         for _uuid, rule_id, indicator in cards:
-            CARDS.labels(
-                rule_id if rule_id in _known_rules else OTHER,
-                indicator if indicator in INDICATORS else OTHER,
-            ).inc()
+            child = _card_children.get((rule_id, indicator))
+            if child is None:
+                child = CARDS.labels(
+                    rule_id if rule_id in _known_rules else OTHER,
+                    indicator if indicator in INDICATORS else OTHER,
+                )
+                if rule_id in _known_rules and indicator in INDICATORS:  # a bounded cache
+                    _card_children[(rule_id, indicator)] = child
+            child.inc()
     return response
 
 
 def _begin(networks: tuple) -> Response | None:
+    req = request._get_current_object()
     g.metrics_started = time.monotonic()
-    if request.path != PATH or not networks or request.method not in ("GET", "HEAD"):
+    if not networks or req.path != PATH or req.method not in ("GET", "HEAD"):
         return None
-    if not _peer_allowed(request.remote_addr, networks):
+    if not _peer_allowed(req.remote_addr, networks):
         return None  # answered as any unknown path: the endpoint is not revealed
     g.metrics_endpoint = PATH
     if MULTIPROCESS:
