@@ -16,8 +16,8 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -545,15 +545,24 @@ def test_a_bad_allow_list_names_the_variable(raw):
 
 def multiproc_dir(service: ServiceProcess) -> Path:
     """The directory `serve` made for its workers' metric files (named by its pid)."""
-    [path] = Path(tempfile.gettempdir()).glob(f"cds-metrics-{service.process.pid}-*")
+    [path] = (service.data_dir / "metrics").glob(f"*_{service.process.pid}_*")
     return path
 
 
 def test_a_killed_worker_keeps_its_counts_and_the_directory_goes_at_exit(tmp_path):
+    # What a `serve` killed before its exit left: removed at start when it is this host's,
+    # kept when another host (a container sharing the data directory) may still use it.
+    dead = dead_pid()
+    host = socket.gethostname()
+    left = tmp_path / "data" / "metrics" / f"{host}_{dead}_x1"
+    others = tmp_path / "data" / "metrics" / f"{host}-2_{dead}_x2"
+    for directory in (left, others):
+        directory.mkdir(parents=True)
+        (directory / "counter_1.db").write_bytes(b"")
     service = start_service(tmp_path, workers=1)
     try:
+        assert not left.exists() and others.exists()
         directory = multiproc_dir(service)
-        assert directory.is_dir()
         [worker] = worker_pids(service.process)
         for _ in range(3):
             assert requests.get(f"{service.base_url}/cds-services", timeout=10).status_code == 200
@@ -571,6 +580,14 @@ def test_a_killed_worker_keeps_its_counts_and_the_directory_goes_at_exit(tmp_pat
     finally:
         stop(service.process)
     assert not directory.exists()
+    assert others.exists()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 # ---------------------------------------------------------------- the stores' hooks
