@@ -17,10 +17,12 @@ authentication is on), so the answer does not reveal it.
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
 import os
 import time
-from collections.abc import Iterable
-from functools import cache
+from collections.abc import Callable, Iterable
+from functools import cache, wraps
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -35,6 +37,8 @@ from prometheus_client import (
 )
 
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 PATH = "/metrics"
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -136,6 +140,26 @@ STORE_ERRORS = Counter(
 # ---------------------------------------------------------------- what the code calls
 
 
+def _never_fails(record: Callable) -> Callable:
+    """Counting must never fail an answer (a full disk cannot grow the metric files): a failure
+    is logged, once per process and function, and the request goes on."""
+    failed = False
+
+    @wraps(record)
+    def guarded(*args, **kwargs):
+        nonlocal failed
+        try:
+            return record(*args, **kwargs)
+        except Exception as exc:
+            if not failed:
+                failed = True
+                log.error(json.dumps({"event": "metrics_failed", "error": type(exc).__name__}))
+            return None
+
+    return guarded
+
+
+@_never_fails
 def fhir_request(outcome: str, started: float) -> None:
     """One GET to a FHIR server ended with `outcome` (one of FHIR_OUTCOMES); `started` is its
     time.monotonic() at the start."""
@@ -145,11 +169,13 @@ def fhir_request(outcome: str, started: float) -> None:
     histogram.observe(elapsed)
 
 
+@_never_fails
 def auth_failure(message: str) -> None:
     """A 401: `message` is the Unauthorized text (auth.py), mapped to a reason of AUTH_REASONS."""
     AUTH_FAILURES.labels(auth_reason(message)).inc()
 
 
+@_never_fails
 def feedback(items: Iterable[dict]) -> None:
     for item in items:
         outcome = item.get("outcome")
@@ -162,11 +188,13 @@ def feedback(items: Iterable[dict]) -> None:
         ).inc()
 
 
+@_never_fails
 def store_error(store: str) -> None:
     """A store failed to read or write (`store` one of STORES)."""
     STORE_ERRORS.labels(store if store in STORES else OTHER).inc()
 
 
+@_never_fails
 def set_spool_depth(rows: int) -> None:
     """The audit rows this process holds for the database (its queue and its spool file)."""
     SPOOL_DEPTH.set(rows)
@@ -252,6 +280,12 @@ _card_children: dict[tuple[str, str], Counter] = {}
 
 
 def _count(response: Response) -> Response:
+    _count_answer(response)
+    return response
+
+
+@_never_fails
+def _count_answer(response: Response) -> None:
     # The request and g objects are looked up once: each access through Flask's proxies costs
     # about as much as a counter increment.
     req, state = request._get_current_object(), g._get_current_object()
@@ -286,7 +320,6 @@ def _count(response: Response) -> Response:
                 if rule_id in _known_rules and indicator in INDICATORS:  # a bounded cache
                     _card_children[(rule_id, indicator)] = child
             child.inc()
-    return response
 
 
 def _begin(networks: tuple) -> Response | None:

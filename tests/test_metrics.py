@@ -618,3 +618,19 @@ def in_process() -> Samples:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def test_a_failure_to_count_never_fails_the_caller(monkeypatch, caplog):
+    """A full disk cannot grow the metric files: stubbed, as no real server can be made to."""
+
+    class Broken:
+        def labels(self, *values):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics, "STORE_ERRORS", Broken())
+    monkeypatch.setattr(metrics, "AUTH_FAILURES", Broken())
+    metrics.store_error("audit")  # no exception
+    metrics.store_error("audit")
+    metrics.auth_failure("no kid")
+    failures = [r.getMessage() for r in caplog.records if "metrics_failed" in r.getMessage()]
+    assert failures == ['{"event": "metrics_failed", "error": "OSError"}'] * 2  # once per function
