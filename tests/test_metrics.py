@@ -634,3 +634,22 @@ def test_a_failure_to_count_never_fails_the_caller(monkeypatch, caplog):
     metrics.auth_failure("no kid")
     failures = [r.getMessage() for r in caplog.records if "metrics_failed" in r.getMessage()]
     assert failures == ['{"event": "metrics_failed", "error": "OSError"}'] * 2  # once per function
+
+
+@pytest.mark.parametrize(
+    ("peer", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),  # an IPv4 client of a dual-stack socket
+        ("127.0.0.2", False),
+        ("::2", False),
+        ("fe80::1%eth0", False),
+        ("", False),
+        (None, False),
+        ("not-an-address", False),
+    ],
+)
+def test_the_peer_is_matched_as_an_address(peer, allowed):
+    networks = tuple(ipaddress.ip_network(n) for n in Settings().metrics_allow)
+    assert metrics._peer_allowed(peer, networks) is allowed
