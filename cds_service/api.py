@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, g, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-from . import __version__
+from . import __version__, metrics
 from .audit import AuditStore, PatientHasher
 from .auth import Authenticator, Unauthorized, audience_url
 from .errors import CdsError, InvalidRequest, Issue, UnsupportedMediaType, operation_outcome
@@ -211,6 +211,7 @@ def feedback(service_id: str):
     g.service_id = service.id
     items = parse_feedback(read_json())
     stored = current_app.extensions["cds_feedback"].add(service.id, items)
+    metrics.feedback(items)
     return json_response({"received": len(items), "stored": stored})
 
 
@@ -251,6 +252,7 @@ def _authenticate():
         )
     except Unauthorized as refusal:
         g.auth_failure = str(refusal)  # for the log; the caller learns nothing
+        metrics.auth_failure(g.auth_failure)
         g.reason = "unauthorized"
         issue = Issue("Unauthorized", None, "login")
         response = json_response(operation_outcome([issue]), 401)
@@ -314,6 +316,7 @@ def _access_log(response: Response) -> Response:
         try:
             _security().audit.record(record, g.get("cards") or [])
         except Exception as exc:  # the answer is already made: log, never fail it
+            metrics.store_error("audit")
             log.error(json.dumps({"event": "audit_failed", "error": type(exc).__name__}))
     return response
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -50,6 +51,8 @@ class Settings:
     # and console sign-in (OpenID Connect, `console_oidc`) is configured.
     console_enabled: bool | None = None
     console_oidc: ConsoleOidc | None = None
+    # Who may read /metrics (socket peers: addresses or CIDR networks); empty: no /metrics.
+    metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
 
     @property
     def console_active(self) -> bool:
@@ -115,6 +118,7 @@ class Settings:
             "log_hash_key": env.get("CDS_LOG_HASH_KEY") or None,
             "console_enabled": _bool(env, "CDS_CONSOLE", None),
             "console_oidc": console_oidc_from_env(env),
+            "metrics_allow": _networks(env, "CDS_METRICS_ALLOW", ("127.0.0.1", "::1")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -155,6 +159,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool | None) -> bool | Non
     if raw.lower() in {"0", "false", "no", "off"}:
         return False
     raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma list of IP addresses or CIDR networks; `off`: none."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "off":
+        return ()
+    try:
+        return tuple(str(ipaddress.ip_network(n.strip(), strict=False)) for n in raw.split(","))
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} must be off or a comma list of IP addresses or networks, got {raw!r}"
+        ) from None
 
 
 def _moment(env: Mapping[str, str], name: str) -> datetime | None:
