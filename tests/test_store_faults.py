@@ -219,3 +219,85 @@ def test_serve_refuses_a_database_whose_schema_is_behind_until_db_upgrade(tmp_pa
             assert requests.get(f"{service.base_url}/health", timeout=10).json()["database"] == "ok"
         finally:
             stop(service.process)
+
+
+# ------------------------------------------------------------------ `cds-service analytics`
+
+
+def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "cds-service"), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_the_analytics_command_prints_the_rows_of_the_console_export(engine, tmp_path):
+    import contextlib
+    import csv
+    import io
+
+    with contextlib.ExitStack() as stack:
+        env = {"CDS_DATA_DIR": str(tmp_path / "data"), "CDS_FIXED_NOW": EXAMPLE_NOW}
+        if engine == "postgresql":
+            env["CDS_DATABASE_URL"] = stack.enter_context(postgres_database())
+            assert cli(["db", "upgrade"], env).returncode == 0
+        service = start_service(tmp_path, env, workers=2)
+        stack.callback(stop, service.process)
+        cards = []
+        for name in ("cramps-only", "association-both-features", "cramps-only"):
+            request, expected = load_scenario(name)
+            request["hookInstance"] = str(uuid.uuid4())
+            url = f"{service.base_url}/cds-services/{expected['service']}"
+            answer = requests.post(url, json=request, timeout=30)
+            assert answer.status_code == 200
+            cards += [(expected["service"], c["uuid"]) for c in answer.json()["cards"]]
+        for n, (service_id, card) in enumerate(cards):
+            outcome = {"card": card, "outcome": "overridden"}
+            outcome["outcomeTimestamp"] = "2026-11-20T12:05:00Z"
+            if n % 2:
+                reason = {"system": "https://crampcds.dev/fhir/CodeSystem/override-reason"}
+                reason["code"] = "already-addressed"
+                outcome["overrideReason"] = {"reason": reason}
+            url = f"{service.base_url}/cds-services/{service_id}/feedback"
+            assert requests.post(url, json=outcome, timeout=30).status_code == 200
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        period = {"from": today, "to": today}
+        exported = requests.get(
+            f"{service.base_url}/console/analytics.csv", params=period, timeout=30
+        )
+        assert exported.status_code == 200
+        console = list(csv.DictReader(io.StringIO(exported.text)))
+        done = cli(["analytics", "--from", today, "--to", today, "--json"], env)
+        assert done.returncode == 0, done.stderr
+        printed = json.loads(done.stdout)
+        columns = ("rule_id", "fired", "fired_critical", "fired_warning", "fired_info")
+        columns += ("accepted", "overridden")
+        assert [[str(row[c]) for c in columns] for row in printed] == [
+            [row[c] for c in columns] for row in console
+        ]
+        assert sum(row["fired"] for row in printed) == len(cards)
+        assert sum(row["overridden"] for row in printed) == len(cards)
+        reasons = [r for row in printed for r in row["override_reasons"]]
+        assert {r["code"] for r in reasons} == {"already-addressed", None}
+        assert sum(r["count"] for r in reasons) == len(cards)
+        table = cli(["analytics", "--from", today, "--to", today], env)
+        assert table.returncode == 0 and "cramp-labs-missing" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        ["--from", "2026-11-31", "--to", "2026-12-01"],
+        ["--from", "2026-12-02", "--to", "2026-12-01"],
+    ],
+)
+def test_the_analytics_command_refuses_bad_dates_in_one_line(dates, tmp_path):
+    done = cli(["analytics", *dates, "--json"], {"CDS_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("cds-service: --from and --to must be dates")
+    assert done.stdout == ""
