@@ -125,9 +125,10 @@ FEEDBACK = Counter(
 )
 SPOOL_DEPTH = Gauge(
     "cds_audit_spool_depth",
-    "Audit rows waiting for the database (sum over the live worker processes)",
+    "Audit rows waiting for the database in this instance's spool (every worker reads the same"
+    " spool directory, so the largest live value)",
     registry=REGISTRY,
-    multiprocess_mode="livesum",
+    multiprocess_mode="livemax",
 )
 STORE_ERRORS = Counter(
     "cds_store_errors",
@@ -196,7 +197,7 @@ def store_error(store: str) -> None:
 
 @_never_fails
 def set_spool_depth(rows: int) -> None:
-    """The audit rows this process holds for the database (its queue and its spool file)."""
+    """The audit rows waiting in the instance's spool directory (all its processes' files)."""
     SPOOL_DEPTH.set(rows)
 
 

@@ -68,6 +68,9 @@ def run(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         raise
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from .stores import prepare
+
+    prepare(settings)  # embedded files upgraded; a server database's schema checked
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,

@@ -53,6 +53,11 @@ class Settings:
     console_oidc: ConsoleOidc | None = None
     # Who may read /metrics (socket peers: addresses or CIDR networks); empty: no /metrics.
     metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
+    # Shared state for several instances (cds_service/stores): None keeps the embedded SQLite
+    # files in data_dir. Never logged or shown with their password (repr=False).
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    redis_key_prefix: str = "cds:replay:"
 
     @property
     def console_active(self) -> bool:
@@ -119,9 +124,38 @@ class Settings:
             "console_enabled": _bool(env, "CDS_CONSOLE", None),
             "console_oidc": console_oidc_from_env(env),
             "metrics_allow": _networks(env, "CDS_METRICS_ALLOW", ("127.0.0.1", "::1")),
+            "database_url": _server_url(env, "CDS_DATABASE_URL", DATABASE_SCHEMES),
+            "redis_url": _server_url(env, "CDS_REDIS_URL", REDIS_SCHEMES),
+            "redis_key_prefix": env.get("CDS_REDIS_KEY_PREFIX") or "cds:replay:",
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+DATABASE_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def _server_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    """A server URL, checked for its form (never echoed: it may hold a password)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    example = f"{schemes[0]}://user@host:port/" + ("db" if name.endswith("DATABASE_URL") else "0")
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+        path = parts.path.lstrip("/")
+    except ValueError:
+        parts, port, path = None, None, ""
+    ok = parts is not None and parts.scheme in schemes and bool(parts.hostname)
+    if ok and schemes is REDIS_SCHEMES:
+        ok = path == "" or path.isdigit()
+    if ok and schemes is DATABASE_SCHEMES:
+        ok = bool(path) and "/" not in path
+    if not ok or (port is not None and not 0 < port < 65536):
+        raise ConfigurationError(f"{name} must be a URL like {example}")
+    return raw
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -569,14 +569,14 @@ def test_a_killed_worker_keeps_its_counts_and_the_directory_goes_at_exit(tmp_pat
         _, before = scrape(service.base_url)
         discovery = {"endpoint": "/cds-services", "status": "200"}
         assert total(before, "cds_http_requests_total", **discovery) == 3
-        assert (directory / f"gauge_livesum_{worker}.db").exists()
+        assert (directory / f"gauge_livemax_{worker}.db").exists()
         os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while worker_pids(service.process) in (set(), {worker}) and time.monotonic() < deadline:
             time.sleep(0.05)
         _, after = scrape(service.base_url)  # answered by the new worker
         assert total(after, "cds_http_requests_total", **discovery) == 3
-        assert not (directory / f"gauge_livesum_{worker}.db").exists()  # child_exit ran
+        assert not (directory / f"gauge_livemax_{worker}.db").exists()  # child_exit ran
     finally:
         stop(service.process)
     assert not directory.exists()
