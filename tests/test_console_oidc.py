@@ -30,7 +30,15 @@ import pytest
 import requests
 from conftest import EXAMPLE_NOW
 from flask import Flask, session
-from servers import ServiceProcess, free_port, start_service, stop, wait_until_up
+from servers import (
+    REDIS_TEST_URL,
+    ServiceProcess,
+    free_port,
+    redis_prefix,
+    start_service,
+    stop,
+    wait_until_up,
+)
 
 from cds_service.console.sessions import (
     PENDING_S,
@@ -743,3 +751,58 @@ def test_in_a_browser_sign_in_review_send_feedback_sign_out_and_a_refused_user(w
     assert response.status == 403
     expect(page.get_by_role("heading", level=1)).to_have_text("Access not granted")
     assert page.request.get(f"{base}/console/examples/scenarios/cramps-only").status == 401
+
+
+# ------------------------------------------------------------ several instances, one Redis
+
+
+def test_with_redis_every_instance_knows_a_session_another_opened(tmp_path):
+    """Behind a load balancer the browser's next request may reach another instance: with
+    CDS_REDIS_URL the sessions live in Redis, so the session opened on one is open on the other,
+    and signing out on either ends it on both."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"  # the public URL both instances are reached by
+    provider = start_provider(tmp_path, base)
+    services: list[ServiceProcess] = []
+    try:
+        with redis_prefix() as prefix:
+            env = {
+                **oidc_env(provider.issuer),
+                "CDS_TRUST_CONFIG": str(trust_file(tmp_path)),
+                "CDS_PUBLIC_BASE_URL": base,
+                "CDS_REDIS_URL": REDIS_TEST_URL,
+                "CDS_REDIS_KEY_PREFIX": prefix,
+            }
+            for n, instance_port in enumerate((port, free_port())):
+                workdir = tmp_path / f"instance-{n}"  # data dirs of their own: nothing shared
+                workdir.mkdir()
+                services.append(
+                    start_service(workdir, env, workers=1, auth=True, port=instance_port)
+                )
+            other = services[1].base_url
+            world = World(provider, services[0])
+            landed = sign_in(world, REVIEWER)
+            assert landed.status_code == 200 and landed.url == f"{base}/console/"
+            browser = landed.session
+            cookie = browser.cookies.get("cds-console")
+            on_other = requests.get(
+                f"{other}/console/rules", cookies={"cds-console": cookie}, timeout=30
+            )
+            assert on_other.status_code == 200
+            assert "Signed in as <strong>Rita Reviewer</strong>" in on_other.text
+            token = csrf_of(on_other.text)
+            out = requests.post(
+                f"{other}/console/logout",
+                data={"csrf_token": token},
+                cookies={"cds-console": cookie},
+                allow_redirects=False,
+                timeout=30,
+            )
+            assert out.status_code == 303
+            after = browser.get(f"{base}/console/", allow_redirects=False, timeout=30)
+            assert after.status_code == 302 and "/console/login" in after.headers["Location"]
+            assert not (tmp_path / "instance-0" / "data" / "console-sessions.sqlite3").exists()
+    finally:
+        for service in services:
+            stop(service.process)
+        stop(provider.process)

@@ -9,8 +9,9 @@ every instance given the same secret and store finds the same sessions.
 Expiry: a signed-in session ends after `idle_s` without a request or `max_s` after sign-in,
 whichever comes first; a sign-in under way ends after `PENDING_S`. Sign-in gives the session a
 new id (no session fixation); sign-out deletes it. The store is SQLite in the data directory
-(safe across the workers of one host); several hosts need a shared store with the same three
-operations (`get`, `put`, `delete`).
+(safe across the workers of one host), or Redis when CDS_REDIS_URL is set
+(stores/sessions.py: every instance shares it), with the same three operations (`get`, `put`,
+`delete`).
 
 Only requests under /console open a session: the CDS Hooks endpoints never read or set it.
 """

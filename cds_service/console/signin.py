@@ -52,7 +52,7 @@ from .. import api
 from ..api import json_response
 from ..errors import Issue, operation_outcome
 from ..settings import ConsoleOidc, Settings
-from .sessions import CookiePolicy, ServerSessionInterface, SqliteSessionStore
+from .sessions import CookiePolicy, ServerSessionInterface, SessionStore, SqliteSessionStore
 
 log = logging.getLogger("cds_service")
 bp = Blueprint("console_signin", __name__, url_prefix="/console")
@@ -142,7 +142,7 @@ def install(app: Flask, settings: Settings) -> None:
     config = settings.console_oidc
     assert config is not None and settings.public_base_url
     app.session_interface = ServerSessionInterface(
-        SqliteSessionStore(settings.data_dir / "console-sessions.sqlite3"),
+        _session_store(settings),
         config.session_secret,
         CookiePolicy.for_base_url(settings.public_base_url),
         config.session_idle_s,
@@ -152,6 +152,15 @@ def install(app: Flask, settings: Settings) -> None:
     app.config["CDS_CONSOLE_SIGN_IN"] = True  # api._authenticate leaves /console to the guard
     app.before_request(_guard)
     app.register_blueprint(bp)
+
+
+def _session_store(settings: Settings) -> SessionStore:
+    """Redis when the instances share one (CDS_REDIS_URL), else a SQLite file of this host."""
+    if settings.redis_url:
+        from ..stores.sessions import RedisSessionStore
+
+        return RedisSessionStore(settings.redis_url, settings.redis_key_prefix)
+    return SqliteSessionStore(settings.data_dir / "console-sessions.sqlite3")
 
 
 def signin() -> SignIn:
