@@ -107,7 +107,6 @@ def catalog() -> Catalog:
         uses = code_uses((rule.evaluate,), names, rule.rule_id)
         text = content.cards[rule.rule_id]
         reasons = content.common["override_reasons"] + (text.get("extra_override_reasons") or [])
-        may_override = any(i in {"warning", "critical"} for i in uses.indicators)
         rules.append(
             RuleView(
                 rule_id=rule.rule_id,
@@ -123,7 +122,7 @@ def catalog() -> Catalog:
                 links=tuple(Link(k["label"], k["url"]) for k in text.get("links") or []),
                 guideline=text["guideline"],
                 suggestions=tuple(s["label"] for s in text.get("suggestions") or []),
-                override_reasons=tuple(r["display"] for r in reasons) if may_override else (),
+                override_reasons=tuple(r["display"] for r in reasons),
             )
         )
     return Catalog(
