@@ -77,7 +77,8 @@ def _check_quiet_days(name: str, days: object) -> None:
                 f"cards/{name}: quiet_days may name {' and '.join(QUIET_INDICATORS)} only, "
                 f"not {indicator!r} (a critical card is never quieted)"
             )
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_QUIET_DAYS:
+        whole = isinstance(count, int) and not isinstance(count, bool)
+        if not whole or not 1 <= count <= MAX_QUIET_DAYS:
             raise ConfigurationError(
                 f"cards/{name}: quiet_days {indicator} must be a whole number of days, "
                 f"1 to {MAX_QUIET_DAYS}"

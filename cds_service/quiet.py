@@ -25,7 +25,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from . import cards
@@ -149,6 +149,11 @@ class QuietStore(Protocol):
         trail: feedback about a card we never issued)."""
 
 
+def today(settings) -> date:
+    """The service's day (UTC): CDS_FIXED_NOW's when pinned, as the cards' clock."""
+    return (settings.fixed_now or datetime.now(UTC)).astimezone(UTC).date()
+
+
 # --- the decisions -----------------------------------------------------------------------
 
 
@@ -238,9 +243,7 @@ class Quieting:
             (card, card["source"]["topic"]["code"], card["indicator"], digest)
             for card, digest in zip(response_cards, digests, strict=True)
         ]
-        candidates = [
-            k for k in keyed if cards.quiet_days(k[1], k[2]) is not None
-        ]
+        candidates = [k for k in keyed if cards.quiet_days(k[1], k[2]) is not None]
         entries: list[QuietEntry] = []
         if patient_hash and candidates:
             entries = self._entries(patient_hash, today)
@@ -283,6 +286,16 @@ class Quieting:
             if entry is not None:
                 added += self.store.add(entry)
         return added
+
+    def listed(self, patient_hash: str, today: date) -> list[QuietEntry]:
+        """The patient's entries running today (pending ones filled in first)."""
+        self._entries(patient_hash, today)
+        return self.store.entries(patient_hash, active_on=today)
+
+    def lift(self, entry_id: int, by: str) -> bool:
+        """Stop an entry at once, on every instance; whether it was running."""
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        return self.store.lift(entry_id, by, at)
 
     def settle(self, today: date, keep_days: int = 2) -> None:
         """Fill in every pending entry whose card is audited by now, and forget those older
