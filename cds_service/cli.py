@@ -174,6 +174,7 @@ def _activity_json(row, period) -> dict:
         **{f"fired_{i}": row.indicators.get(i, 0) for i in analytics.INDICATORS},
         "accepted": row.accepted,
         "overridden": row.overridden,
+        "quieted": row.quieted,
         "override_reasons": [
             {"system": system, "code": code, "count": count}
             for (system, code), count in sorted(
@@ -186,7 +187,7 @@ def _activity_json(row, period) -> dict:
 def _activity_table(rows, period) -> str:
     from .analytics import INDICATORS
 
-    header = ("rule", "shown", "critical", "warning", "info", "accepted", "overridden")
+    header = ("rule", "shown", "critical", "warning", "info", "accepted", "overridden", "quieted")
     lines = [f"{period.start.isoformat()} to {period.end.isoformat()} (UTC days, both included)"]
     table = [header]
     for row in rows:
@@ -197,6 +198,7 @@ def _activity_table(rows, period) -> str:
                 *(str(row.indicators.get(i, 0)) for i in INDICATORS),
                 str(row.accepted),
                 str(row.overridden),
+                str(row.quieted),
             )
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]

@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from . import cards
 from .chart import NoteFact
+from .errors import StoreUnavailable
 from .feedback import canonical_card
 from .rules.base import Evidence, Finding
 from .terminology import codings_of, concept_text
+
+log = logging.getLogger("cds_service.quiet")
 
 # Values an evidence label quotes that change with the calendar, not with the records.
 _CALENDAR_VALUES = frozenset({"age"})
@@ -246,7 +250,10 @@ class Quieting:
         candidates = [k for k in keyed if cards.quiet_days(k[1], k[2]) is not None]
         entries: list[QuietEntry] = []
         if patient_hash and candidates:
-            entries = self._entries(patient_hash, today)
+            try:
+                entries = self._entries(patient_hash, today)
+            except StoreUnavailable:  # the database is down: show every card (never hide one)
+                log.warning(json.dumps({"event": "quiet_unavailable"}))
         shown, quieted, audited = [], [], []
         for card, rule_id, indicator, digest in keyed:
             entry = next((e for e in entries if holds(e, rule_id, indicator, digest, today)), None)
@@ -266,17 +273,24 @@ class Quieting:
                 running.append(entry)
         return running
 
-    def on_feedback(self, items: Iterable[dict], today: date) -> int:
+    def on_feedback(
+        self, items: Iterable[dict], today: date, flush: Callable[[], None] | None = None
+    ) -> int:
         """Record a quiet entry for each quieting override; the number of new entries (pending
-        ones included). Items have passed the feedback schema."""
-        added = 0
+        ones included). Items have passed the feedback schema. `flush` writes this process's
+        queued audit rows first (the card was most likely served here moments ago).
+        StoreUnavailable when the database does not answer (the feedback is sent again)."""
+        overrides = []
         for item in items:
-            if item.get("outcome") != "overridden":
-                continue
             code = quiets((item.get("overrideReason") or {}).get("reason"))
-            if code is None:
-                continue
-            uuid = canonical_card(item["card"])
+            if item.get("outcome") == "overridden" and code is not None:
+                overrides.append((canonical_card(item["card"]), code))
+        if not overrides:
+            return 0
+        if flush is not None:
+            flush()
+        added = 0
+        for uuid, code in overrides:
             pending = QuietEntry(id=0, card_uuid=uuid, reason=code, from_day=today)
             record = self.store.card(uuid)
             if record is None:
@@ -285,6 +299,7 @@ class Quieting:
             entry = fill(pending, record)
             if entry is not None:
                 added += self.store.add(entry)
+        self.settle(today)
         return added
 
     def listed(self, patient_hash: str, today: date) -> list[QuietEntry]:

@@ -163,6 +163,15 @@ class FakeStore:
         ]
         return running, found
 
+    def pending(self):
+        return [(e, self.cards.get(e.card_uuid)) for e in self.rows.values() if e.pending]
+
+    def purge_pending(self, before):
+        old = [i for i, e in self.rows.items() if e.pending and e.from_day < before]
+        for i in old:
+            del self.rows[i]
+        return len(old)
+
     def resolve(self, entry_id, resolved):
         if resolved is None:
             del self.rows[entry_id]

@@ -333,6 +333,7 @@ def analytics_csv():
             "accepted",
             "overridden",
             "override_reasons",
+            "quieted",
             "from",
             "to",
         ]
@@ -350,6 +351,7 @@ def analytics_csv():
                 row.accepted,
                 row.overridden,
                 _cell(reasons),
+                row.quieted,
                 period.start.isoformat(),
                 period.end.isoformat(),
             ]
