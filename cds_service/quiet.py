@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid as uuid_module
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -161,6 +162,19 @@ def today(settings) -> date:
 # --- the decisions -----------------------------------------------------------------------
 
 
+# Pending entries kept at most (feedback about cards not audited yet, normally a handful for
+# a fraction of a second); more are not recorded until older ones resolve or expire.
+MAX_PENDING = 10_000
+
+
+def _ours(card_uuid: str) -> bool:
+    """Whether a uuid can name a card of ours: the service's card uuids are version 5."""
+    try:
+        return uuid_module.UUID(card_uuid).version == 5
+    except ValueError:
+        return False
+
+
 def quiets(reason: dict | None) -> str | None:
     """The override reason's code when it quiets (ours, and a quieting code), else None."""
     if not isinstance(reason, dict):
@@ -290,11 +304,22 @@ class Quieting:
         if flush is not None:
             flush()
         added = 0
+        waiting = None
         for uuid, code in overrides:
             pending = QuietEntry(id=0, card_uuid=uuid, reason=code, from_day=today)
             record = self.store.card(uuid)
             if record is None:
-                added += self.store.add(pending)
+                # Not audited (yet): kept pending, if it can be a card of ours (a version-5
+                # uuid) and the pending entries are not more than a bound (bogus feedback
+                # must not grow what every hook call joins).
+                if waiting is None:
+                    waiting = len(self.store.pending())
+                if _ours(uuid) and waiting < MAX_PENDING:
+                    new = self.store.add(pending)
+                    added += new
+                    waiting += new
+                elif waiting >= MAX_PENDING:
+                    log.warning(json.dumps({"event": "quiet_pending_full"}))
                 continue
             entry = fill(pending, record)
             if entry is not None:

@@ -5,6 +5,7 @@ entry quiets which card on which day, what changes the evidence digest, the card
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import date, timedelta
 
 import pytest
@@ -17,6 +18,8 @@ from cds_service.rules.base import REGISTRY, Evidence, Finding
 
 DAY0 = date(2026, 11, 20)
 SYSTEM = "https://crampcds.dev/fhir/CodeSystem/override-reason"
+# Card uuids as the service makes them (version 5, from the hook instance and the rule id).
+U1, U2, U3, U4 = (str(uuid.uuid5(cards.CARD_NAMESPACE, f"hook/{n}")) for n in range(4))
 
 
 def entry(rule_id="cramp-labs-missing", indicator="info", digest="d1", **changes) -> QuietEntry:
@@ -199,38 +202,38 @@ def test_a_quieting_override_drops_the_card_for_that_patient_only():
     store = FakeStore()
     quieting = Quieting(store, hasher)
     digest = quieting.digest("f1")
-    store.cards["u1"] = CardRecord("u1", "p1", "cramp-labs-missing", "info", digest)
-    assert quieting.on_feedback([overridden("u1", "not-applicable")], DAY0) == 0
-    assert quieting.on_feedback([overridden("u1")], DAY0) == 1
-    assert quieting.on_feedback([overridden("u1")], DAY0) == 0  # once per card
-    shown = quieting.apply("p1", [card("cramp-labs-missing", "info", "u2")], ["f1"], DAY0)
+    store.cards[U1] = CardRecord(U1, "p1", "cramp-labs-missing", "info", digest)
+    assert quieting.on_feedback([overridden(U1, "not-applicable")], DAY0) == 0
+    assert quieting.on_feedback([overridden(U1)], DAY0) == 1
+    assert quieting.on_feedback([overridden(U1)], DAY0) == 0  # once per card
+    shown = quieting.apply("p1", [card("cramp-labs-missing", "info", U2)], ["f1"], DAY0)
     assert shown.cards == [] and [a[4] for a in shown.audited] == [True]
-    other = quieting.apply("p2", [card("cramp-labs-missing", "info", "u3")], ["f1"], DAY0)
+    other = quieting.apply("p2", [card("cramp-labs-missing", "info", U3)], ["f1"], DAY0)
     assert len(other.cards) == 1 and other.audited[0][4] is False
-    changed = quieting.apply("p1", [card("cramp-labs-missing", "info", "u4")], ["f2"], DAY0)
+    changed = quieting.apply("p1", [card("cramp-labs-missing", "info", U4)], ["f2"], DAY0)
     assert len(changed.cards) == 1
 
 
 def test_no_lookup_without_a_card_that_could_be_quieted():
     store = FakeStore()
     quieting = Quieting(store, hasher)
-    quieting.apply("p1", [card("cauda-equina-red-flag", "critical", "u1")], ["f"], DAY0)
+    quieting.apply("p1", [card("cauda-equina-red-flag", "critical", U1)], ["f"], DAY0)
     quieting.apply("p1", [], [], DAY0)
-    quieting.apply(None, [card("cramp-labs-missing", "info", "u1")], ["f"], DAY0)
+    quieting.apply(None, [card("cramp-labs-missing", "info", U1)], ["f"], DAY0)
     assert store.lookups == 0
-    quieting.apply("p1", [card("cramp-labs-missing", "info", "u1")], ["f"], DAY0)
+    quieting.apply("p1", [card("cramp-labs-missing", "info", U1)], ["f"], DAY0)
     assert store.lookups == 1
 
 
 def test_feedback_before_its_card_is_audited_waits_and_then_quiets():
     store = FakeStore()
     quieting = Quieting(store, hasher)
-    assert quieting.on_feedback([overridden("u1")], DAY0) == 1
+    assert quieting.on_feedback([overridden(U1)], DAY0) == 1
     assert next(iter(store.rows.values())).pending
     # The card's audit row lands (another instance's writer): the next call finds it.
-    store.cards["u1"] = CardRecord("u1", "p1", "cramp-labs-missing", "info", quieting.digest("f"))
+    store.cards[U1] = CardRecord(U1, "p1", "cramp-labs-missing", "info", quieting.digest("f"))
     later = DAY0 + timedelta(days=1)
-    shown = quieting.apply("p1", [card("cramp-labs-missing", "info", "u2")], ["f"], later)
+    shown = quieting.apply("p1", [card("cramp-labs-missing", "info", U2)], ["f"], later)
     assert shown.cards == []
     resolved = next(iter(store.rows.values()))
     assert not resolved.pending and resolved.until == DAY0 + timedelta(days=30)
@@ -239,7 +242,26 @@ def test_feedback_before_its_card_is_audited_waits_and_then_quiets():
 def test_a_pending_override_of_a_critical_card_is_dropped_when_its_card_is_found():
     store = FakeStore()
     quieting = Quieting(store, hasher)
-    quieting.on_feedback([overridden("u1")], DAY0)
-    store.cards["u1"] = CardRecord("u1", "p1", "cauda-equina-red-flag", "critical", "d")
-    quieting.apply("p1", [card("cramp-labs-missing", "info", "u2")], ["f"], DAY0)
+    quieting.on_feedback([overridden(U1)], DAY0)
+    store.cards[U1] = CardRecord(U1, "p1", "cauda-equina-red-flag", "critical", "d")
+    quieting.apply("p1", [card("cramp-labs-missing", "info", U2)], ["f"], DAY0)
+    assert store.rows == {}
+
+
+def test_pending_entries_only_for_uuids_that_can_be_ours_and_only_up_to_a_bound(monkeypatch):
+    store = FakeStore()
+    quieting = Quieting(store, hasher)
+    assert quieting.on_feedback([overridden(str(uuid.uuid4()))], DAY0) == 0  # not version 5
+    monkeypatch.setattr(quiet, "MAX_PENDING", 2)
+    assert quieting.on_feedback([overridden(U1), overridden(U2), overridden(U3)], DAY0) == 2
+    assert len(store.rows) == 2
+
+
+def test_pending_entries_whose_card_never_comes_are_forgotten_after_two_days():
+    store = FakeStore()
+    quieting = Quieting(store, hasher)
+    quieting.on_feedback([overridden(U1)], DAY0)
+    quieting.settle(DAY0 + timedelta(days=2))
+    assert len(store.rows) == 1
+    quieting.settle(DAY0 + timedelta(days=3))
     assert store.rows == {}

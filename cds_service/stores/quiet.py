@@ -136,11 +136,37 @@ class SqlQuietStore:
             connection.execute(statement)
 
     def pending(self) -> list[tuple[QuietEntry, CardRecord | None]]:
+        """One query: every pending entry, with its card's latest audit row when there is one."""
+        query = (
+            sa.select(
+                quiet,
+                card.c.rule_id.label("c_rule_id"),
+                card.c.indicator.label("c_indicator"),
+                card.c.evidence_digest.label("c_digest"),
+                invocation.c.patient_hash.label("c_patient"),
+                invocation.c.id.label("c_invocation"),
+            )
+            .select_from(
+                quiet.outerjoin(card, card.c.card_uuid == quiet.c.card_uuid).outerjoin(
+                    invocation, invocation.c.id == card.c.invocation_id
+                )
+            )
+            .where(quiet.c.patient_hash.is_(None))
+            .order_by(quiet.c.id, invocation.c.id.desc())
+        )
         with answering("quiet"), self._engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(quiet).where(quiet.c.patient_hash.is_(None)).order_by(quiet.c.id)
-            ).all()
-        return [(_entry(row), self.card(row.card_uuid)) for row in rows]
+            rows = connection.execute(query).all()
+        found: dict[int, tuple[QuietEntry, CardRecord | None]] = {}
+        for row in rows:
+            if row.id in found:
+                continue  # an older invocation of the same card
+            record = None
+            if row.c_rule_id is not None:
+                record = CardRecord(
+                    row.card_uuid, row.c_patient, row.c_rule_id, row.c_indicator, row.c_digest
+                )
+            found[row.id] = (_entry(row), record)
+        return list(found.values())
 
     def entries(
         self, patient_hash: str | None = None, active_on: date | None = None, limit: int = 1000
