@@ -78,6 +78,7 @@ class RuleView:
     guideline: str
     suggestions: tuple[str, ...]
     override_reasons: tuple[str, ...]
+    quiet_days: tuple[tuple[str, int], ...] = ()  # (indicator, days) feedback quiets it
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def catalog() -> Catalog:
                 guideline=text["guideline"],
                 suggestions=tuple(s["label"] for s in text.get("suggestions") or []),
                 override_reasons=tuple(r["display"] for r in reasons),
+                quiet_days=tuple((text.get("quiet_days") or {}).items()),
             )
         )
     return Catalog(
