@@ -377,6 +377,20 @@ def test_over_postgresql_feedback_to_one_instance_quiets_the_other_until_lifted(
     assert "cramp-labs-missing" not in cards_of(one.at(30), "cramps-only", who)
     assert "cramp-labs-missing" in cards_of(one.at(31), "cramps-only", who)
 
+    # The shared analytics count them (the CLI reads the same database).
+    today = datetime.now(UTC).date().isoformat()
+    report = subprocess.run(
+        [str(BIN / "cds-service"), "analytics", "--from", today, "--to", today, "--json"],
+        env={**os.environ, **one.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    rows = {row["rule_id"]: row for row in json.loads(report.stdout)}
+    assert rows["cramp-labs-missing"]["quieted"] >= 3
+    assert rows["cramp-labs-missing"]["fired"] >= 3  # the first card, the other patient, day 31
+
     page = console_quieted(two.at(0), who)
     assert "quieted by feedback: <code>cramp-labs-missing</code>, until 2026-12-20" in page
     entry_id = page.split('data-entry="', 1)[1].split('"', 1)[0]
