@@ -88,29 +88,39 @@ def _errors(*codes: int) -> dict:
     }
 
 
+def _health(status: str) -> dict:
+    state = {"enum": ["ok", "unavailable", "not configured"]}
+    schema = {
+        "type": "object",
+        "required": ["status", "version", "database", "redis", "spool"],
+        "properties": {
+            "status": {"const": status},
+            "version": {"type": "string"},
+            "database": state,
+            "redis": state,
+            "spool": {"type": "integer", "minimum": 0, "description": "audit rows waiting"},
+        },
+    }
+    return {"application/json": {"schema": schema}}
+
+
 @cache
 def document() -> dict:
     paths: dict = {
         "/health": {
             "get": {
-                "summary": "Liveness and version",
+                "summary": "Liveness and version; whether the database and Redis answer",
+                "security": [],
+                "responses": {"200": {"description": "Up", "content": _health("ok")}},
+            }
+        },
+        "/health/ready": {
+            "get": {
+                "summary": "Readiness: 503 while a configured database or Redis does not answer",
                 "security": [],
                 "responses": {
-                    "200": {
-                        "description": "Up",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["status", "version"],
-                                    "properties": {
-                                        "status": {"const": "ok"},
-                                        "version": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    }
+                    "200": {"description": "Ready", "content": _health("ok")},
+                    "503": {"description": "Not ready", "content": _health("unavailable")},
                 },
             }
         },

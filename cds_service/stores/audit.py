@@ -161,5 +161,6 @@ class AuditStore:
 
     def close(self) -> None:
         self._closed = True
+        atexit.unregister(self.flush)
         self.flush()
         self._spool.close()
