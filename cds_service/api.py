@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, g, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-from . import __version__
+from . import __version__, metrics
 from .audit import PatientHasher
 from .auth import Authenticator, Unauthorized, audience_url
 from .errors import (
@@ -49,6 +49,8 @@ class Security:
     audit: AuditStore
 
     def fhir_server_allowed(self, url: str) -> bool:
+        if g.get("console_user"):  # a signed-in console reviewer: prefetch only (console/signin)
+            return False
         caller = g.get("caller")
         try:
             return self.trust.fhir_server_allowed(url, caller.issuer if caller else None)
@@ -243,6 +245,7 @@ def feedback(service_id: str):
     stored = current_app.extensions["cds_feedback"].add(service.id, items)
     # Issue 16: already-addressed / patient-declined quiet the card's rule for its patient.
     current_app.extensions["cds_quiet"].on_feedback(items, _today(), _security().audit.flush)
+    metrics.feedback(items)
     return json_response({"received": len(items), "stored": stored})
 
 
@@ -273,6 +276,9 @@ def _authenticate():
         return None
     if request.path == "/cds-services" and security.trust.anonymous_discovery:
         return None
+    console = request.path == "/console" or request.path.startswith("/console/")
+    if console and current_app.config.get("CDS_CONSOLE_SIGN_IN"):
+        return None  # the console's own sign-in guards it (console/signin.py)
     try:
         g.caller = security.authenticator.verify(
             request.headers.get("Authorization"),
@@ -280,6 +286,7 @@ def _authenticate():
         )
     except Unauthorized as refusal:
         g.auth_failure = str(refusal)  # for the log; the caller learns nothing
+        metrics.auth_failure(g.auth_failure)
         g.reason = "unauthorized"
         issue = Issue("Unauthorized", None, "login")
         response = json_response(operation_outcome([issue]), 401)
@@ -294,7 +301,7 @@ def _no_host_in_location(response: Response) -> Response:
     header, which the client chooses. A Location is made relative here, or absolute on
     CDS_PUBLIC_BASE_URL when the operator set it: never on the client's Host."""
     location = response.headers.get("Location")
-    if location:
+    if location and not g.get("external_location"):  # e.g. the console's OpenID provider
         parts = urlsplit(location)
         if parts.scheme or parts.netloc:
             relative = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
@@ -329,6 +336,7 @@ def _access_log(response: Response) -> Response:
         "fetched",
         "tolerated",
         "auth_failure",
+        "console_user",
     ):
         if g.get(key):
             record[key] = g.get(key)
@@ -343,6 +351,7 @@ def _access_log(response: Response) -> Response:
         try:
             _security().audit.record(record, g.get("audit_cards") or g.get("cards") or [])
         except Exception as exc:  # the answer is already made: log, never fail it
+            metrics.store_error("audit")
             log.error(json.dumps({"event": "audit_failed", "error": type(exc).__name__}))
     return response
 

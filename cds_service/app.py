@@ -8,7 +8,7 @@ import logging
 from flask import Flask
 from flask_cors import CORS
 
-from . import console
+from . import console, metrics
 from .api import Security, bp
 from .audit import PatientHasher
 from .auth import Authenticator, KeySource
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         methods=["GET", "POST", "OPTIONS"],
         max_age=600,
     )
+    metrics.init_app(app, settings)  # before the API: a scrape needs no client JWT
     app.register_blueprint(bp)
     console.init_app(app, settings)  # /console, when the settings turn it on
     return app

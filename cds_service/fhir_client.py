@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 import requests
 from requests.adapters import HTTPAdapter
 
+from . import metrics
 from .settings import Settings
 from .trust import BadUrl, HttpUrl, parse_http_url
 
@@ -186,16 +187,23 @@ class FhirClient:
                 status = response.status_code
                 raw = _read_capped(response, deadline)
         except requests.Timeout:
+            metrics.fhir_request("timeout", started)
             return {}, "the FHIR server did not answer in time"
         except requests.ConnectionError:
+            metrics.fhir_request("refused", started)
             return {}, "could not connect to the FHIR server"
         except requests.RequestException as exc:
+            metrics.fhir_request("invalid", started)
             return {}, f"request failed ({type(exc).__name__})"
         finally:
             log.debug("fhir GET took %.1f ms", (time.monotonic() - started) * 1000)
+        body = None if raw is None else _parse(raw)
+        outcome = "http_error" if status >= 300 else "invalid" if body is None else "ok"
+        if outcome == "ok" and body.get("resourceType") == "OperationOutcome":
+            outcome = "invalid"  # an error answered as 200: no data
+        metrics.fhir_request(outcome, started)
         if raw is None:
             return {}, f"answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MB"
-        body = _parse(raw)
         if status >= 300:
             detail = _outcome_text(body, token) if body else ""
             return {}, f"the FHIR server answered HTTP {status}" + (f": {detail}" if detail else "")

@@ -11,6 +11,11 @@ watchdog timers and the audit writer cooperate with the other greenlets.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
@@ -54,9 +59,14 @@ def run(
             "WARNING: --no-auth: client JWTs are NOT verified. Development use only; "
             "never expose this service to a network."
         )
-    from .app import check_configuration
+    metrics_dir = _metrics_dir(settings.data_dir)  # before the app imports prometheus_client
+    try:
+        from .app import check_configuration
 
-    check_configuration(settings)  # fail here, in one clear line, not in every worker
+        check_configuration(settings)  # fail here, in one clear line, not in every worker
+    except BaseException:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from .stores import prepare
 
@@ -72,5 +82,46 @@ def run(
         "keepalive": 5,
         "accesslog": None,  # the app logs its own structured access lines
         "preload_app": False,
+        "child_exit": _child_exit,
+        "on_exit": _on_exit,
     }
     _Gunicorn(settings, options).run()
+
+
+def _metrics_dir(data_dir: Path) -> Path:
+    """A fresh directory for the workers' metric files (prometheus_client's multiprocess mode),
+    one per `serve`, under CDS_DATA_DIR (writable wherever the service runs), removed at exit.
+    Named by host and pid: those of a `serve` of this host that was killed are removed here,
+    never those of another container sharing the data directory."""
+    root = data_dir / "metrics"
+    root.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    for stale in root.glob(f"{host}_*"):  # no host name has a "_"
+        pid = stale.name.removeprefix(f"{host}_").split("_", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{host}_{os.getpid()}_", dir=root))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # its gauges leave the sums; counters stay
+
+
+def _on_exit(server) -> None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and Path(path).parent.name == "metrics":  # the one _metrics_dir made
+        shutil.rmtree(path, ignore_errors=True)

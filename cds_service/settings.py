@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -46,17 +47,28 @@ class Settings:
     # pages and the public CDS Hooks sandbox only under --no-auth (see `allowed_origins`).
     cors_origins: tuple[str, ...] | None = None
     log_hash_key: str | None = None
-    # The review console (/console): None means on only when authentication is off.
+    # The review console (/console): None means on when authentication is off, or when it is on
+    # and console sign-in (OpenID Connect, `console_oidc`) is configured.
     console_enabled: bool | None = None
     # Shared state for several instances (cds_service/stores): None keeps the embedded SQLite
     # files in data_dir. Never logged or shown with their password (repr=False).
     database_url: str | None = field(default=None, repr=False)
     redis_url: str | None = field(default=None, repr=False)
     redis_key_prefix: str = "cds:replay:"
+    console_oidc: ConsoleOidc | None = None
+    # Who may read /metrics (socket peers: addresses or CIDR networks); empty: no /metrics.
+    metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
 
     @property
     def console_active(self) -> bool:
-        return (not self.auth_enabled) if self.console_enabled is None else self.console_enabled
+        if self.console_enabled is not None:
+            return self.console_enabled
+        return not self.auth_enabled or self.console_oidc is not None
+
+    @property
+    def console_sign_in(self) -> bool:
+        """The console is served behind OpenID Connect sign-in (auth on, OIDC configured)."""
+        return self.console_active and self.auth_enabled and self.console_oidc is not None
 
     @property
     def allowed_origins(self) -> list:
@@ -113,6 +125,8 @@ class Settings:
             "database_url": _server_url(env, "CDS_DATABASE_URL", DATABASE_SCHEMES),
             "redis_url": _server_url(env, "CDS_REDIS_URL", REDIS_SCHEMES),
             "redis_key_prefix": env.get("CDS_REDIS_KEY_PREFIX") or "cds:replay:",
+            "console_oidc": console_oidc_from_env(env),
+            "metrics_allow": _networks(env, "CDS_METRICS_ALLOW", ("127.0.0.1", "::1")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -181,6 +195,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool | None) -> bool | Non
     raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
 
 
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma list of IP addresses or CIDR networks; `off`: none."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "off":
+        return ()
+    try:
+        return tuple(str(ipaddress.ip_network(n.strip(), strict=False)) for n in raw.split(","))
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} must be off or a comma list of IP addresses or networks, got {raw!r}"
+        ) from None
+
+
 def _moment(env: Mapping[str, str], name: str) -> datetime | None:
     raw = env.get(name)
     if not raw:
@@ -189,3 +218,103 @@ def _moment(env: Mapping[str, str], name: str) -> datetime | None:
     if moment is None:
         raise ConfigurationError(f"{name} must be an ISO 8601 date-time, got {raw!r}")
     return moment
+
+
+# ------------------------------------------------------------------ console sign-in (OIDC)
+
+
+@dataclass(frozen=True)
+class ConsoleOidc:
+    """OpenID Connect sign-in for the review console (see cds_service/console/signin.py)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str | None = field(repr=False)  # None: a public client (PKCE alone)
+    claim: str  # the ID token / userinfo claim that grants access, e.g. `groups` or `roles`
+    allowed: tuple[str, ...]  # any of these values in the claim grants access
+    session_secret: str = field(repr=False)  # keys the session store (same on every instance)
+    scope: str = "openid profile"
+    session_idle_s: float = 1800.0
+    session_max_s: float = 28800.0
+
+
+_OIDC_VARS = (
+    "CDS_CONSOLE_OIDC_CLIENT_ID",
+    "CDS_CONSOLE_OIDC_CLIENT_SECRET",
+    "CDS_CONSOLE_OIDC_CLIENT_SECRET_FILE",
+    "CDS_CONSOLE_OIDC_CLAIM",
+    "CDS_CONSOLE_OIDC_ALLOWED",
+    "CDS_CONSOLE_OIDC_SCOPE",
+)
+MIN_SESSION_SECRET = 32
+
+
+def console_oidc_from_env(env: Mapping[str, str]) -> ConsoleOidc | None:
+    """Console sign-in from `CDS_CONSOLE_OIDC_*`: None when no issuer is set, else complete or
+    a ConfigurationError naming the variable to set."""
+    issuer = env.get("CDS_CONSOLE_OIDC_ISSUER", "").strip()
+    if not issuer:
+        stray = next((name for name in _OIDC_VARS if env.get(name)), None)
+        if stray:
+            raise ConfigurationError(
+                f"{stray} is set but CDS_CONSOLE_OIDC_ISSUER is not: set the issuer to turn "
+                "console sign-in on"
+            )
+        return None
+    parts = urlsplit(issuer)
+    loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
+    if not (parts.scheme == "https" or (parts.scheme == "http" and loopback)) or (
+        not parts.hostname or parts.query or parts.fragment
+    ):
+        raise ConfigurationError(
+            "CDS_CONSOLE_OIDC_ISSUER must be the provider's https URL, as its discovery "
+            f"document names it (http only on loopback, for testing), got {issuer!r}"
+        )
+    required = {}
+    for name in ("CDS_CONSOLE_OIDC_CLIENT_ID", "CDS_CONSOLE_OIDC_CLAIM"):
+        required[name] = env.get(name, "").strip()
+        if not required[name]:
+            raise ConfigurationError(f"console sign-in (CDS_CONSOLE_OIDC_ISSUER) needs {name}")
+    allowed = tuple(
+        v.strip() for v in env.get("CDS_CONSOLE_OIDC_ALLOWED", "").split(",") if v.strip()
+    )
+    if not allowed:
+        raise ConfigurationError(
+            "console sign-in needs CDS_CONSOLE_OIDC_ALLOWED: the comma-separated values of "
+            f"the {required['CDS_CONSOLE_OIDC_CLAIM']} claim that grant access"
+        )
+    session_secret = _secret(env, "CDS_CONSOLE_SESSION_SECRET")
+    if not session_secret or len(session_secret) < MIN_SESSION_SECRET:
+        raise ConfigurationError(
+            f"console sign-in needs CDS_CONSOLE_SESSION_SECRET (or _FILE) of at least "
+            f"{MIN_SESSION_SECRET} characters, the same on every instance (openssl rand -hex 32)"
+        )
+    scope = env.get("CDS_CONSOLE_OIDC_SCOPE", "").strip() or "openid profile"
+    if "openid" not in scope.split():
+        raise ConfigurationError(f"CDS_CONSOLE_OIDC_SCOPE must include openid, got {scope!r}")
+    return ConsoleOidc(
+        issuer=issuer,
+        client_id=required["CDS_CONSOLE_OIDC_CLIENT_ID"],
+        client_secret=_secret(env, "CDS_CONSOLE_OIDC_CLIENT_SECRET"),
+        claim=required["CDS_CONSOLE_OIDC_CLAIM"],
+        allowed=allowed,
+        session_secret=session_secret,
+        scope=scope,
+        session_idle_s=_float(env, "CDS_CONSOLE_SESSION_IDLE_S", 1800.0),
+        session_max_s=_float(env, "CDS_CONSOLE_SESSION_MAX_S", 28800.0),
+    )
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """`NAME`, or the content of the file `NAME_FILE` names (one trailing newline dropped)."""
+    value, path = env.get(name) or None, env.get(f"{name}_FILE") or None
+    if value and path:
+        raise ConfigurationError(f"set {name} or {name}_FILE, not both")
+    if path:
+        try:
+            value = Path(path).read_text("utf-8").removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"{name}_FILE {path}: {getattr(exc, 'strerror', exc)}"
+            ) from None
+    return value or None

@@ -9,7 +9,8 @@ concept groups and sources it runs on.
 Server-rendered (Jinja) with a little plain JavaScript and CSS shipped in the package: no CDN,
 no build step. Pages carry a strict Content-Security-Policy (scripts and styles from the
 service only). The console is on only when the settings say so (`Settings.console_active`);
-when off, its routes do not exist.
+when off, its routes do not exist. With authentication on it is served behind OpenID Connect
+sign-in (signin.py) when CDS_CONSOLE_OIDC_* configure it, and off otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ import json
 import logging
 from datetime import UTC, date, datetime, timedelta
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from .. import __version__, analytics, cards, quiet
 from ..api import json_response, read_json
@@ -50,25 +60,61 @@ CSP = (
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Serve the console if the settings turn it on (by default: only with auth off)."""
+    """Serve the console if the settings turn it on: with auth off, or with auth on behind
+    OpenID Connect sign-in when it is configured."""
     if not settings.console_active:
+        if settings.auth_enabled and settings.console_enabled is None:
+            _note(
+                "console_off",
+                "authentication is on and console sign-in is not configured "
+                "(CDS_CONSOLE_OIDC_ISSUER and the rest, see README Review console): "
+                "the review console is off",
+            )
         return
     app.register_blueprint(bp)
-    if settings.auth_enabled:
-        log.warning(
-            json.dumps(
-                {
-                    "event": "console_with_auth",
-                    "note": "CDS_CONSOLE=on with authentication on: the console's pages and "
-                    "calls need a client JWT like every other endpoint",
-                }
-            )
+    if settings.console_sign_in:
+        from . import signin
+
+        signin.install(app, settings)
+    elif settings.auth_enabled:
+        _note(
+            "console_with_auth",
+            "CDS_CONSOLE=on with authentication on and no console sign-in: the console's "
+            "pages and calls need a client JWT like every other endpoint",
         )
+    elif settings.console_oidc is not None:
+        _note("console_open", "--no-auth: the console is open; its sign-in settings are unused")
 
 
-@bp.after_request
+def _note(event: str, note: str) -> None:
+    log.warning(json.dumps({"event": event, "note": note}))
+
+
+def _sign_in_on() -> bool:
+    return bool(current_app.config.get("CDS_CONSOLE_SIGN_IN"))
+
+
+@bp.app_context_processor
+def _signed_in_user() -> dict:
+    """The signed-in user and the session's CSRF token for the pages (none without sign-in)."""
+    if not (_sign_in_on() and request.path.startswith("/console")):
+        return {"console_user": None, "csrf_token": None}
+    user = session.get("user")
+    return {
+        "console_user": user if isinstance(user, dict) else None,
+        "csrf_token": session.get("csrf"),
+    }
+
+
+@bp.after_app_request
 def _headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CSP
+    if not (request.path == "/console" or request.path.startswith("/console/")):
+        return response
+    policy = CSP
+    if _sign_in_on():  # the sign-out form ends on the provider's end-session endpoint
+        extra = current_app.extensions["cds_console_signin"].form_action_origins()
+        policy = CSP.replace("form-action 'self'", " ".join(["form-action 'self'", *extra]))
+    response.headers["Content-Security-Policy"] = policy
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers.setdefault("Cache-Control", "no-store")
@@ -81,8 +127,6 @@ bp.add_app_template_global(safe_url, "safe_url")
 
 @bp.app_template_global()
 def console_static(filename: str) -> str:
-    from flask import url_for
-
     return url_for("console.static", filename=filename, v=__version__)
 
 
@@ -107,6 +151,13 @@ def index():
         groups=[(label, items) for label, items in groups if items],
         examples_root=examples.examples_root(),
         fixed_now=settings.fixed_now.isoformat() if settings.fixed_now else None,
+        # Signed in, the page calls the engine through the console (session and CSRF token);
+        # otherwise the CDS Hooks endpoints themselves, as an EHR does.
+        services_url=(
+            url_for("console.index") + "api/cds-services/"
+            if _sign_in_on()
+            else url_for("cds.discovery") + "/"
+        ),
     )
 
 

@@ -30,10 +30,16 @@
       : text;
   }
 
+  // Behind sign-in, every POST carries the session's CSRF token (from the page's meta tag).
+  function postHeaders(headers) {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? Object.assign({ "X-CSRF-Token": meta.content }, headers) : headers;
+  }
+
   async function postJson(url, body) {
     const response = await fetch(url, {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      headers: postHeaders({ "Content-Type": "application/json", Accept: "application/json" }),
       body: typeof body === "string" ? body : JSON.stringify(body),
       credentials: "same-origin",
     });
@@ -181,7 +187,7 @@
           hookRequest = Object.assign({}, input, { hookInstance: newUuid() });
         }
         $("raw-request").textContent = pretty(hookRequest);
-        say(`Calling POST /cds-services/${serviceId}…`);
+        say(`Calling POST ${urls.services}${serviceId}…`);
         const started = performance.now();
         const answer = await postJson(
           urls.services + encodeURIComponent(serviceId),
@@ -192,7 +198,7 @@
           typeof answer.data === "string" ? answer.data : pretty(answer.data);
         const rendered = await fetch(urls.render, {
           method: "POST",
-          headers: { "Content-Type": "application/json" },
+          headers: postHeaders({ "Content-Type": "application/json" }),
           body: JSON.stringify({
             service: serviceId,
             response: answer.data,
