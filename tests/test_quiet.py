@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import EXAMPLES, check_answer
+from prometheus_client.parser import text_string_to_metric_families
 from servers import BIN, postgres_database, start_service, stop
 
 from cds_service.cards import CARD_NAMESPACE
@@ -321,10 +322,22 @@ def analytics(base_url: str, rule_id: str) -> dict[str, str]:
     return rows[rule_id]
 
 
-def test_the_analytics_count_quieted_cards_apart_from_those_shown(cluster):
+def quieted_metric(base_url: str, rule_id: str) -> float:
+    """cds_cards_quieted_total{rule=...} in the service's /metrics (summed over workers)."""
+    text = requests.get(f"{base_url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "cds_cards_quieted_total" and sample.labels.get("rule") == rule_id
+    )
+
+
+def test_the_analytics_and_metrics_count_quieted_cards_apart_from_those_shown(cluster):
     base = cluster.at(0)
     who = patient("cramps-only")
     before = analytics(base, "cramp-labs-missing")
+    counted = quieted_metric(base, "cramp-labs-missing")
     card = cards_of(base, "cramps-only", who)["cramp-labs-missing"]
     override(base, card["uuid"], "already-addressed")
     for _ in range(2):
@@ -333,6 +346,7 @@ def test_the_analytics_count_quieted_cards_apart_from_those_shown(cluster):
     assert int(after["quieted"]) - int(before["quieted"]) == 2
     assert int(after["fired"]) - int(before["fired"]) == 1
     assert int(after["overridden"]) - int(before["overridden"]) == 1
+    assert quieted_metric(base, "cramp-labs-missing") - counted == 2
 
 
 # --- over PostgreSQL, two instances ---------------------------------------------------------
