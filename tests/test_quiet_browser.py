@@ -39,6 +39,7 @@ def test_a_card_overridden_as_addressed_is_listed_as_quieted_and_lifted(page, qu
 
     run_again(page)
     expect(page.locator("article.cds-card")).to_have_count(0)
+    expect(page.locator(".no-cards")).to_contain_text("quieted by feedback are listed above")
     entry = page.locator("section.quieted li")
     expect(entry).to_have_count(1)
     expect(entry).to_contain_text(
