@@ -21,6 +21,7 @@ from datetime import date, timedelta
 # (they are the sender's words about no card of ours).
 UNKNOWN_CARD = ""
 INDICATORS = ("critical", "warning", "info")  # as a card's `indicator`, most urgent first
+QUIETED = "quieted"  # in place of the indicator in the store's rows: a card feedback quieted
 
 
 @dataclass
@@ -30,6 +31,7 @@ class RuleActivity:
     indicators: dict[str, int] = field(default_factory=dict)  # indicator -> times shown
     accepted: int = 0
     overridden: int = 0
+    quieted: int = 0  # cards feedback kept from being shown again (issue 16); not in `fired`
     # (system, code) of the override reason -> count; (None, None) when none was given.
     reasons: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
 
@@ -58,11 +60,14 @@ def fold(
 ) -> list[RuleActivity]:
     """The store's grouped rows as one row per rule: `rule_ids` first, in their order (zeros
     included), then any other rule id found in the period, then UNKNOWN_CARD if feedback named
-    a card never audited. `fired`: (rule id, indicator, count); `outcomes`: (rule id or None,
-    outcome, override reason system, code, count)."""
+    a card never audited. `fired`: (rule id, indicator or QUIETED, count); `outcomes`: (rule
+    id or None, outcome, override reason system, code, count)."""
     rows: dict[str, RuleActivity] = {r: RuleActivity(r) for r in rule_ids}
     for rule_id, indicator, count in sorted(fired):
         row = rows.setdefault(rule_id, RuleActivity(rule_id))
+        if indicator == QUIETED:
+            row.quieted += count
+            continue
         row.fired += count
         row.indicators[indicator] = row.indicators.get(indicator, 0) + count
     for rule_id, outcome, system, code, count in sorted(outcomes, key=_sort_key):

@@ -219,11 +219,22 @@ def invoke(service_id: str):
     g.rule_ids = outcome.rule_ids
     g.fetched = outcome.fetched
     g.tolerated = outcome.tolerated
+    # Issue 16: cards feedback quieted for this patient are left out, and audited as quieted.
+    shown = current_app.extensions["cds_quiet"].apply(
+        g.get("patient"), outcome.response["cards"], outcome.evidence, _today()
+    )
+    g.audit_cards = shown.audited
+    g.quieted = [card["source"]["topic"]["code"] for card, _entry in shown.quieted]
     g.cards = [
-        (card["uuid"], card["source"]["topic"]["code"], card["indicator"])
-        for card in outcome.response["cards"]
+        (card["uuid"], card["source"]["topic"]["code"], card["indicator"]) for card in shown.cards
     ]
-    return json_response(outcome.response)
+    return json_response({**outcome.response, "cards": shown.cards})
+
+
+def _today():
+    from .quiet import today
+
+    return today(current_app.config["CDS_SETTINGS"])
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -232,6 +243,8 @@ def feedback(service_id: str):
     g.service_id = service.id
     items = parse_feedback(read_json())
     stored = current_app.extensions["cds_feedback"].add(service.id, items)
+    # Issue 16: already-addressed / patient-declined quiet the card's rule for its patient.
+    current_app.extensions["cds_quiet"].on_feedback(items, _today(), _security().audit.flush)
     metrics.feedback(items)
     return json_response({"received": len(items), "stored": stored})
 
@@ -319,6 +332,7 @@ def _access_log(response: Response) -> Response:
         "hook_instance",
         "patient",
         "rule_ids",
+        "quieted",
         "fetched",
         "tolerated",
         "auth_failure",
@@ -335,7 +349,7 @@ def _access_log(response: Response) -> Response:
         log.info(json.dumps(record))
     if request.method == "POST" and g.get("service_id") and not request.path.endswith("/feedback"):
         try:
-            _security().audit.record(record, g.get("cards") or [])
+            _security().audit.record(record, g.get("audit_cards") or g.get("cards") or [])
         except Exception as exc:  # the answer is already made: log, never fail it
             metrics.store_error("audit")
             log.error(json.dumps({"event": "audit_failed", "error": type(exc).__name__}))

@@ -31,6 +31,7 @@ import yaml
 
 from .chart import Chart, LabResult, NoteFact, Unreadable
 from .content import content_dir
+from .errors import ConfigurationError
 from .rules.base import Evidence, Finding
 from .terminology import SYSTEM_LABELS
 
@@ -56,7 +57,40 @@ def content() -> Content:
             common = document
         else:
             cards[document["rule"]] = document
+            _check_quiet_days(item.name, document.get("quiet_days"))
     return Content(common, cards)
+
+
+QUIET_INDICATORS = ("warning", "info")  # a critical card is never quieted
+MAX_QUIET_DAYS = 365
+
+
+def _check_quiet_days(name: str, days: object) -> None:
+    """`quiet_days: {warning: 7, info: 30}`: days per non-critical indicator, 1 to 365."""
+    if days is None:
+        return
+    if not isinstance(days, dict) or not days:
+        raise ConfigurationError(f"cards/{name}: quiet_days must map indicators to days")
+    for indicator, count in days.items():
+        if indicator not in QUIET_INDICATORS:
+            raise ConfigurationError(
+                f"cards/{name}: quiet_days may name {' and '.join(QUIET_INDICATORS)} only, "
+                f"not {indicator!r} (a critical card is never quieted)"
+            )
+        whole = isinstance(count, int) and not isinstance(count, bool)
+        if not whole or not 1 <= count <= MAX_QUIET_DAYS:
+            raise ConfigurationError(
+                f"cards/{name}: quiet_days {indicator} must be a whole number of days, "
+                f"1 to {MAX_QUIET_DAYS}"
+            )
+
+
+def quiet_days(rule_id: str, indicator: str) -> int | None:
+    """How many days feedback quiets this rule's card of this indicator; None: never."""
+    if indicator not in QUIET_INDICATORS:
+        return None
+    text = content().cards.get(rule_id) or {}
+    return (text.get("quiet_days") or {}).get(indicator)
 
 
 def render(findings: list[Finding], trigger: list[Evidence], chart: Chart, hook_instance: str):
@@ -252,12 +286,11 @@ def _card(
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = text.get("selectionBehavior", "any")
-    if finding.indicator in {"warning", "critical"}:
-        reasons = common["override_reasons"] + (text.get("extra_override_reasons") or [])
-        card["overrideReasons"] = [
-            {"system": common["override_reason_system"], "code": r["code"], "display": r["display"]}
-            for r in reasons
-        ]
+    reasons = common["override_reasons"] + (text.get("extra_override_reasons") or [])
+    card["overrideReasons"] = [
+        {"system": common["override_reason_system"], "code": r["code"], "display": r["display"]}
+        for r in reasons
+    ]
     if text.get("links"):
         card["links"] = [
             {"label": link["label"], "url": link["url"], "type": "absolute"}

@@ -103,6 +103,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print JSON rows")
     report.set_defaults(run=_analytics)
 
+    quieted = commands.add_parser(
+        "quiet", help="cards quieted by feedback (issue 16): list the entries, lift one"
+    )
+    quiet_commands = quieted.add_subparsers(dest="quiet_command", required=True)
+    listing = quiet_commands.add_parser("list", help="the entries quieting cards today")
+    listing.add_argument("--all", action="store_true", help="lifted and ended entries too")
+    listing.add_argument("--json", action="store_true", help="print JSON rows")
+    listing.set_defaults(run=_quiet_list)
+    lift = quiet_commands.add_parser("lift", help="stop an entry now: its card shows again")
+    lift.add_argument("entry", type=int, help="the entry's id (from `quiet list`)")
+    lift.set_defaults(run=_quiet_lift)
+
     note = commands.add_parser(
         "note-context",
         help="why the note reader reads a phrase as it does: its status and what decided",
@@ -174,6 +186,7 @@ def _activity_json(row, period) -> dict:
         **{f"fired_{i}": row.indicators.get(i, 0) for i in analytics.INDICATORS},
         "accepted": row.accepted,
         "overridden": row.overridden,
+        "quieted": row.quieted,
         "override_reasons": [
             {"system": system, "code": code, "count": count}
             for (system, code), count in sorted(
@@ -186,7 +199,7 @@ def _activity_json(row, period) -> dict:
 def _activity_table(rows, period) -> str:
     from .analytics import INDICATORS
 
-    header = ("rule", "shown", "critical", "warning", "info", "accepted", "overridden")
+    header = ("rule", "shown", "critical", "warning", "info", "accepted", "overridden", "quieted")
     lines = [f"{period.start.isoformat()} to {period.end.isoformat()} (UTC days, both included)"]
     table = [header]
     for row in rows:
@@ -197,6 +210,7 @@ def _activity_table(rows, period) -> str:
                 *(str(row.indicators.get(i, 0)) for i in INDICATORS),
                 str(row.accepted),
                 str(row.overridden),
+                str(row.quieted),
             )
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
@@ -208,6 +222,69 @@ def _activity_table(rows, period) -> str:
         for (_system, code), count in sorted(row.reasons.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {row.rule_id}: overridden, {code or '(no reason given)'}: {count}")
     return "\n".join(lines)
+
+
+def _quieting():
+    from .audit import PatientHasher
+    from .quiet import Quieting
+    from .stores import open_stores
+
+    settings = Settings.from_env()
+    stores = open_stores(settings, replay=False, writer=False)
+    return (
+        settings,
+        stores,
+        Quieting(stores.quiet, PatientHasher(settings.log_hash_key, settings.data_dir)),
+    )
+
+
+def _quiet_list(args: argparse.Namespace) -> int:
+    from .quiet import today
+
+    settings, stores, quieting = _quieting()
+    try:
+        day = today(settings)
+        quieting.settle(day)
+        entries = stores.quiet.entries(active_on=None if args.all else day)
+    finally:
+        stores.close()
+    rows = [
+        {
+            "id": e.id,
+            "rule_id": e.rule_id,
+            "indicator": e.indicator,
+            "reason": e.reason,
+            "from": e.from_day.isoformat(),
+            "until": e.until.isoformat() if e.until else None,
+            "patient_hash": e.patient_hash,
+            "card": e.card_uuid,
+            "lifted_at": e.lifted_at,
+            "lifted_by": e.lifted_by,
+        }
+        for e in entries
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no cards are quieted" if not args.all else "no quiet entries")
+    for row in rows:
+        state = f", lifted {row['lifted_at']} by {row['lifted_by']}" if row["lifted_at"] else ""
+        print(
+            f"{row['id']}  {row['rule_id']} ({row['indicator']})  {row['from']} to "
+            f"{row['until']}  {row['reason']}  patient {row['patient_hash']}{state}"
+        )
+    return 0
+
+
+def _quiet_lift(args: argparse.Namespace) -> int:
+    _settings, stores, quieting = _quieting()
+    try:
+        lifted = quieting.lift(args.entry, "cli")
+    finally:
+        stores.close()
+    print(f"entry {args.entry}: " + ("lifted" if lifted else "not running (unknown or lifted)"))
+    return 0 if lifted else 1
 
 
 def _note_context(args: argparse.Namespace) -> int:

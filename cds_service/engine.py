@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import cards, notes, terminology, validation
+from . import cards, notes, quiet, terminology, validation
 from .chart import build_chart
 from .errors import InvalidRequest, Issue
 from .fhir_client import FhirClient
@@ -28,6 +28,9 @@ class Outcome:
     fetched: tuple[str, ...]
     elapsed_ms: float
     tolerated: tuple[str, ...] = ()  # field paths of single objects read as one-item arrays
+    # Per card, in order: a fingerprint of the evidence behind it (quiet.evidence_fingerprint;
+    # keyed before it is stored, never logged).
+    evidence: tuple[str, ...] = ()
 
 
 def validate_request(service: Service, body: object) -> dict:
@@ -95,4 +98,5 @@ class Engine:
             tuple(gathered.fetched),
             (time.monotonic() - started) * 1000,
             tuple(tolerated[:20]),
+            tuple(quiet.evidence_fingerprint(f) for f in findings),
         )

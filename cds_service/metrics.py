@@ -98,6 +98,12 @@ CARDS = Counter(
     ["rule", "indicator"],
     registry=REGISTRY,
 )
+QUIETED = Counter(
+    "cds_cards_quieted",
+    "Cards left out of the answer because feedback quieted them for the patient, by rule id",
+    ["rule"],
+    registry=REGISTRY,
+)
 FHIR_REQUESTS = Counter(
     "cds_fhir_requests",
     "GET requests to a FHIR server for data missing from the prefetch, by outcome",
@@ -266,6 +272,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         _fhir_children(outcome)
     for reason in AUTH_REASONS:
         AUTH_FAILURES.labels(reason)
+    for rule_id in RULE_IDS:
+        QUIETED.labels(rule_id)
     for store in STORES:
         STORE_ERRORS.labels(store)
     SPOOL_DEPTH.set(0)
@@ -321,6 +329,8 @@ def _count_answer(response: Response) -> None:
                 if rule_id in _known_rules and indicator in INDICATORS:  # a bounded cache
                     _card_children[(rule_id, indicator)] = child
             child.inc()
+    for rule_id in getattr(state, "quieted", None) or ():  # rule ids (issue 16)
+        QUIETED.labels(rule_id if rule_id in _known_rules else OTHER).inc()
 
 
 def _begin(networks: tuple) -> Response | None:

@@ -32,7 +32,7 @@ from flask import (
     url_for,
 )
 
-from .. import __version__, analytics
+from .. import __version__, analytics, cards, quiet
 from ..api import json_response, read_json
 from ..errors import InvalidRequest
 from ..rules import RULE_IDS
@@ -240,7 +240,34 @@ def render_cards():
         issues=issues,
         comparison=comparison,
         topic=_topic,
+        quieted=_quieted(body.get("patientId")),
+        reason_label=_quiet_reason_label,
     )
+
+
+def _quieted(patient_id: object) -> list:
+    """The patient's cards quieted by feedback, running today (issue 16)."""
+    quieting = current_app.extensions.get("cds_quiet")
+    if quieting is None or not isinstance(patient_id, str) or not patient_id:
+        return []
+    patient_hash = current_app.extensions["cds_security"].hasher(patient_id)
+    return quieting.listed(patient_hash, quiet.today(_settings()))
+
+
+def _quiet_reason_label(code: str) -> str:
+    system = cards.content().common["override_reason_system"]
+    return catalog.reason_displays().get((system, code), code)
+
+
+@bp.post("/quiet/<int:entry_id>/lift")
+def lift_quiet(entry_id: int):
+    """An operator lifts a quiet entry: the card shows again from the next call."""
+    quieting = current_app.extensions.get("cds_quiet")
+    if quieting is None:
+        raise InvalidRequest("Quieting is not configured", "entry")
+    lifted = quieting.lift(entry_id, "console")
+    log.info(json.dumps({"event": "quiet_lifted", "entry": entry_id, "by": "console"}))
+    return json_response({"lifted": lifted})
 
 
 def _dicts(value: object) -> list[dict]:
@@ -357,6 +384,7 @@ def analytics_csv():
             "accepted",
             "overridden",
             "override_reasons",
+            "quieted",
             "from",
             "to",
         ]
@@ -374,6 +402,7 @@ def analytics_csv():
                 row.accepted,
                 row.overridden,
                 _cell(reasons),
+                row.quieted,
                 period.start.isoformat(),
                 period.end.isoformat(),
             ]

@@ -78,6 +78,7 @@ class RuleView:
     guideline: str
     suggestions: tuple[str, ...]
     override_reasons: tuple[str, ...]
+    quiet_days: tuple[tuple[str, int], ...] = ()  # (indicator, days) feedback quiets it
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,6 @@ def catalog() -> Catalog:
         uses = code_uses((rule.evaluate,), names, rule.rule_id)
         text = content.cards[rule.rule_id]
         reasons = content.common["override_reasons"] + (text.get("extra_override_reasons") or [])
-        may_override = any(i in {"warning", "critical"} for i in uses.indicators)
         rules.append(
             RuleView(
                 rule_id=rule.rule_id,
@@ -123,7 +123,8 @@ def catalog() -> Catalog:
                 links=tuple(Link(k["label"], k["url"]) for k in text.get("links") or []),
                 guideline=text["guideline"],
                 suggestions=tuple(s["label"] for s in text.get("suggestions") or []),
-                override_reasons=tuple(r["display"] for r in reasons) if may_override else (),
+                override_reasons=tuple(r["display"] for r in reasons),
+                quiet_days=tuple((text.get("quiet_days") or {}).items()),
             )
         )
     return Catalog(

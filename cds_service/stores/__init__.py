@@ -31,6 +31,7 @@ from . import migrate
 from .analytics import EmbeddedAnalytics, SharedAnalytics
 from .audit import AuditStore
 from .feedback import FeedbackStore
+from .quiet import SqlQuietStore
 from .replay import RedisReplayStore, SqliteReplayStore
 from .sql import is_unavailable, postgres_engine, safe_url, sqlite_engine
 
@@ -70,6 +71,7 @@ class Stores:
     analytics: AnalyticsStore
     replay: ReplayStore | None
     database: str  # "sqlite" or "postgresql"
+    quiet: SqlQuietStore  # issue 16: beside the audit trail (it joins card rows)
     _engines: list[sa.Engine] = field(default_factory=list, repr=False)
     _health: tuple[float, dict] | None = field(default=None, repr=False)
     _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -129,6 +131,7 @@ def open_stores(settings: Settings, *, replay: bool = True, writer: bool = True)
         audit = AuditStore(engine, spool_dir, start_writer=writer)
         analytics: AnalyticsStore = SharedAnalytics(engine)
         database = "postgresql"
+        quiet = SqlQuietStore(engine)
     else:
         migrate.upgrade_embedded(settings)
         feedback_engine = sqlite_engine(settings.feedback_db_path)
@@ -138,6 +141,7 @@ def open_stores(settings: Settings, *, replay: bool = True, writer: bool = True)
         audit = AuditStore(audit_engine, spool_dir, start_writer=writer)
         analytics = EmbeddedAnalytics(settings.audit_db_path, settings.feedback_db_path)
         database = "sqlite"
+        quiet = SqlQuietStore(audit_engine)
     replay_store: ReplayStore | None = None
     if settings.redis_url:  # lazy: no connection until asked (health says whether it answers)
         replay_store = RedisReplayStore(settings.redis_url, settings.redis_key_prefix)
@@ -145,7 +149,7 @@ def open_stores(settings: Settings, *, replay: bool = True, writer: bool = True)
         replay_engine = sqlite_engine(settings.replay_db_path)
         engines.append(replay_engine)
         replay_store = SqliteReplayStore(replay_engine)
-    return Stores(feedback, audit, analytics, replay_store, database, engines)
+    return Stores(feedback, audit, analytics, replay_store, database, quiet, engines)
 
 
 def prepare(settings: Settings) -> None:

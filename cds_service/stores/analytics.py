@@ -14,11 +14,12 @@ import sqlalchemy as sa
 from .. import analytics
 from .sql import answering
 
+# A card feedback quieted (issue 16) was recorded, not shown: it counts as `quieted`, apart.
 _FIRED = """
-SELECT c.rule_id, c.indicator, COUNT(*)
+SELECT c.rule_id, CASE WHEN c.quieted THEN 'quieted' ELSE c.indicator END, COUNT(*)
 FROM card AS c JOIN invocation AS i ON i.id = c.invocation_id
 WHERE i.time >= {start} AND i.time < {end}
-GROUP BY c.rule_id, c.indicator
+GROUP BY 1, 2
 """
 
 # One rule id per card uuid (a uuid is derived from the hook instance and the rule id, so the

@@ -25,7 +25,8 @@ from .sql import answering, insert
 
 log = logging.getLogger("cds_service.stores")
 
-Card = tuple[str, str, str]  # card uuid, rule id, indicator
+# card uuid, rule id, indicator[, evidence digest, quieted (issue 16)]
+Card = tuple[str, str, str] | tuple[str, str, str, str | None, bool]
 CHUNK = 500  # rows per INSERT: well under SQLite's limit of bound parameters
 
 
@@ -145,10 +146,14 @@ class AuditStore:
                         "rule_id": rule,
                         "indicator": indicator,
                         "invocation_id": ids[r["event_id"]],
+                        # Issue 16: (uuid, rule, indicator, evidence digest, quieted); rows
+                        # spooled by an older version have the first three only.
+                        "evidence_digest": rest[0] if rest else None,
+                        "quieted": bool(rest[1]) if len(rest) > 1 else False,
                     }
                     for r in chunk
                     if r["event_id"] in ids
-                    for u, rule, indicator in r["cards"]
+                    for u, rule, indicator, *rest in r["cards"]
                 ]
                 for part in range(0, len(cards), CHUNK):
                     connection.execute(

@@ -64,6 +64,31 @@ card = sa.Table(
     sa.Column("rule_id", sa.Text, nullable=False),
     sa.Column("indicator", sa.Text, nullable=False),
     sa.Column("invocation_id", RowId, sa.ForeignKey("invocation.id"), primary_key=True),
+    # Issue 16 (revision audit_0003): a keyed digest of the evidence behind the card, and
+    # whether feedback quieted it (recorded, not shown). NULL / false on older rows.
+    sa.Column("evidence_digest", sa.Text),
+    sa.Column("quieted", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Quiet entries (issue 16, cds_service/quiet.py): a quieting override on an audited card. While
+# its card's audit row is not found yet the entry is pending (patient_hash and the rest NULL).
+# Days are ISO dates (YYYY-MM-DD), compared as text.
+quiet = sa.Table(
+    "quiet",
+    audit_metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("from_day", IsoText, nullable=False),
+    sa.Column("patient_hash", sa.Text),
+    sa.Column("rule_id", sa.Text),
+    sa.Column("indicator", sa.Text),
+    sa.Column("evidence_digest", sa.Text),
+    sa.Column("until_day", IsoText),
+    sa.Column("lifted_at", IsoText),
+    sa.Column("lifted_by", sa.Text),
+    sa.Index("quiet_card", "card_uuid", unique=True),
+    sa.Index("quiet_patient", "patient_hash", "until_day"),
 )
 
 seen_jti = sa.Table(

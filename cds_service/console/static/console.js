@@ -204,6 +204,7 @@
             response: answer.data,
             status: answer.status,
             expected: expected,
+            patientId: hookRequest && hookRequest.context ? hookRequest.context.patientId : null,
           }),
         });
         // Server-rendered from the response with every value escaped (see cards.html).
@@ -252,7 +253,19 @@
       }
     }
 
-    cards.addEventListener("click", (event) => {
+    cards.addEventListener("click", async (event) => {
+      // Lift a quiet entry (cards quieted by feedback): the operator's POST, answered in JSON.
+      const lift = event.target.closest("button.lift");
+      if (lift && !lift.disabled) {
+        const line = lift.parentElement.querySelector(".lift-status");
+        lift.disabled = true;
+        const answer = await postJson(lift.dataset.lift, {});
+        line.textContent = answer.ok
+          ? (answer.data.lifted ? "Lifted: the card shows again from the next call." : "Already lifted.")
+          : `Not lifted: ${diagnostics(answer.data)}`;
+        if (!answer.ok) lift.disabled = false;
+        return;
+      }
       const button = event.target.closest("button.accept");
       if (!button || button.disabled) return;
       const card = button.closest(".cds-card");
