@@ -15,18 +15,26 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from . import __version__
-from .audit import AuditStore, PatientHasher
+from .audit import PatientHasher
 from .auth import Authenticator, Unauthorized, audience_url
-from .errors import CdsError, InvalidRequest, Issue, UnsupportedMediaType, operation_outcome
+from .errors import (
+    CdsError,
+    InvalidRequest,
+    Issue,
+    StoreUnavailable,
+    UnsupportedMediaType,
+    operation_outcome,
+)
 from .feedback import parse_feedback
 from .services import SERVICES, find_service
+from .stores import AuditStore
 from .trust import BadUrl, TrustConfig, parse_http_url
 
 log = logging.getLogger("cds_service.access")
 bp = Blueprint("cds", __name__)
 
 
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/health/ready", "/openapi.json"})
 
 
 @dataclass(frozen=True)
@@ -160,7 +168,20 @@ def _has_lone_surrogate(body: object) -> bool:
 
 @bp.get("/health")
 def health():
-    return json_response({"status": "ok", "version": __version__})
+    """Liveness: 200 while this process can serve (hook calls are answered even with the
+    database down: their audit rows spool). Says whether the database and Redis answer."""
+    state = current_app.extensions["cds_stores"].health()
+    return json_response({"status": "ok", "version": __version__, **state})
+
+
+@bp.get("/health/ready")
+def ready():
+    """Readiness: 503 while a configured database or Redis does not answer (a load balancer
+    or Kubernetes sends traffic elsewhere meanwhile)."""
+    state = current_app.extensions["cds_stores"].health()
+    down = "unavailable" in (state["database"], state["redis"])
+    body = {"status": "unavailable" if down else "ok", "version": __version__, **state}
+    return json_response(body, 503 if down else 200)
 
 
 @bp.get("/openapi.json")
@@ -346,7 +367,10 @@ def _expressions(response: Response) -> list[str]:
 @bp.app_errorhandler(CdsError)
 def _cds_error(error: CdsError):
     g.reason = error.reason
-    return json_response(error.operation_outcome(), error.status)
+    response = json_response(error.operation_outcome(), error.status)
+    if isinstance(error, StoreUnavailable):
+        response.headers["Retry-After"] = str(error.retry_after_s)
+    return response
 
 
 @bp.app_errorhandler(RequestEntityTooLarge)

@@ -10,12 +10,12 @@ from flask_cors import CORS
 
 from . import console
 from .api import Security, bp
-from .audit import AuditStore, PatientHasher
-from .auth import Authenticator, KeySource, SqliteReplayStore
+from .audit import PatientHasher
+from .auth import Authenticator, KeySource
 from .engine import Engine
 from .errors import ConfigurationError
-from .feedback import FeedbackStore
 from .settings import Settings
+from .stores import Stores, open_stores
 from .trust import TrustConfig, load_trust
 
 log = logging.getLogger("cds_service")
@@ -30,8 +30,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = Engine(settings)
     atexit.register(engine.close)
     app.extensions["cds_engine"] = engine
-    app.extensions["cds_feedback"] = FeedbackStore(settings.feedback_db_path)
-    app.extensions["cds_security"] = _security(settings)
+    stores = open_stores(settings, replay=settings.auth_enabled)
+    atexit.register(stores.close)
+    app.extensions["cds_stores"] = stores
+    app.extensions["cds_feedback"] = stores.feedback
+    app.extensions["cds_security"] = _security(settings, stores)
     # Browser clients (the public CDS Hooks sandbox) call from another origin with a bearer
     # token; no cookies are used, so credentials stay off. Only the CDS Hooks endpoints are
     # shared: the console and /openapi.json are for same-origin use.
@@ -65,14 +68,14 @@ def check_configuration(settings: Settings) -> TrustConfig:
     return trust
 
 
-def _security(settings: Settings) -> Security:
+def _security(settings: Settings, stores: Stores) -> Security:
     trust = check_configuration(settings)
     authenticator = None
     if settings.auth_enabled:
         authenticator = Authenticator(
             trust,
             KeySource(trust, settings.jwks_ttl_s, settings.jwks_min_refresh_s),
-            SqliteReplayStore(settings.replay_db_path),
+            stores.replay,
             settings.jwt_leeway_s,
             settings.jwt_max_lifetime_s,
         )
@@ -82,5 +85,5 @@ def _security(settings: Settings) -> Security:
         authenticator=authenticator,
         public_base_url=settings.public_base_url,
         hasher=PatientHasher(settings.log_hash_key, settings.data_dir),
-        audit=AuditStore(settings.audit_db_path),
+        audit=stores.audit,
     )

@@ -6,7 +6,8 @@ issuer's configured key for `kid` (inline, or from its JWKS URL, refetched once,
 on an unknown kid: key rotation; an allowed `jku` is fetched only when the configured keys lack
 the kid); `aud` the URL of the endpoint invoked; `exp`, `iat` (with a small leeway; every
 claim read must be of its RFC 7519 type), `jti` never seen while the token could still be
-accepted, i.e. until `exp` plus the leeway (a SQLite store shared by all worker processes);
+accepted, i.e. until `exp` plus the leeway (cds_service.stores: a SQLite file all workers share,
+or Redis all instances share; one that does not answer refuses the call with a 503);
 `tenant` among
 the issuer's tenants when the operator lists some. Any failure is a bare 401 to the caller;
 the reason goes to the log, never the token.
@@ -17,11 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import jwt
@@ -52,50 +51,6 @@ class ReplayStore(Protocol):
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         """Record the token id until `exp` (the moment the verifier stops accepting the token:
         its `exp` claim plus the leeway); False when it was seen before (a replay)."""
-
-
-class SqliteReplayStore:
-    """Token ids seen, in a SQLite file every worker process shares (a replay sent to another
-    worker is caught too). An id is kept until the `exp` it is given, which the Authenticator
-    makes the token's `exp` plus its leeway; long expired ids are purged as new ones arrive."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._local = threading.local()
-        db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS seen_jti (iss TEXT NOT NULL, jti TEXT NOT NULL,"
-            " exp REAL NOT NULL, PRIMARY KEY (iss, jti))"
-        )
-        db.execute("CREATE INDEX IF NOT EXISTS seen_jti_exp ON seen_jti (exp)")
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self._path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA busy_timeout=10000")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-        return db
-
-    def first_use(self, iss: str, jti: str, exp: float) -> bool:
-        db = self._db()
-        now = time.time()
-        try:
-            db.execute("INSERT INTO seen_jti VALUES (?, ?, ?)", (iss, jti, exp))
-        except sqlite3.IntegrityError:
-            row = db.execute(
-                "SELECT exp FROM seen_jti WHERE iss = ? AND jti = ?", (iss, jti)
-            ).fetchone()
-            if row and row[0] < now:  # the earlier token expired: its id may be reused
-                db.execute("UPDATE seen_jti SET exp = ? WHERE iss = ? AND jti = ?", (exp, iss, jti))
-                return True
-            return False
-        if hash(jti) % 64 == 0:
-            db.execute("DELETE FROM seen_jti WHERE exp < ?", (now - 3600,))
-        return True
 
 
 class KeySource:

@@ -85,6 +85,24 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--ttl", type=int, default=300, help="seconds (default 300)")
     sign.set_defaults(run=_sign_token)
 
+    db = commands.add_parser("db", help="the database schema (Alembic migrations)")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser(
+        "upgrade", help="migrate CDS_DATABASE_URL (or the embedded files) to this version"
+    )
+    upgrade.set_defaults(run=_db_upgrade)
+    current = db_commands.add_parser("current", help="print the schema revision(s)")
+    current.set_defaults(run=_db_current)
+
+    report = commands.add_parser(
+        "analytics",
+        help="per rule: cards shown, accepted, overridden, override reasons (from the store)",
+    )
+    report.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD")
+    report.add_argument("--to", dest="end", required=True, help="last day (included)")
+    report.add_argument("--json", action="store_true", help="print JSON rows")
+    report.set_defaults(run=_analytics)
+
     note = commands.add_parser(
         "note-context",
         help="why the note reader reads a phrase as it does: its status and what decided",
@@ -95,6 +113,101 @@ def _parser() -> argparse.ArgumentParser:
     )
     note.set_defaults(run=_note_context)
     return parser
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from .stores import migrate
+
+    for part, revisions in migrate.upgrade(Settings.from_env()).items():
+        print(f"{part}: {', '.join(sorted(revisions))}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from .stores import migrate
+
+    settings = Settings.from_env()
+    found = migrate.revisions(settings)
+    for part, revisions in found.items():
+        print(f"{part}: {', '.join(sorted(revisions)) or 'no schema'}")
+    late = migrate.behind(set().union(*found.values())) if settings.database_url else []
+    if late:
+        print("behind: run `cds-service db upgrade`")
+    return 0
+
+
+def _analytics(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from . import analytics
+    from .rules import RULE_IDS
+    from .stores import open_stores
+
+    try:
+        period = analytics.Period(date.fromisoformat(args.start), date.fromisoformat(args.end))
+    except ValueError:
+        raise ConfigurationError(
+            f"--from and --to must be dates (YYYY-MM-DD), --from not after --to: "
+            f"got {args.start!r} and {args.end!r}"
+        ) from None
+    settings = Settings.from_env()
+    stores = open_stores(settings, replay=False, writer=False)
+    try:
+        rows = stores.analytics.rule_activity(period, RULE_IDS)
+    finally:
+        stores.close()
+    if args.json:
+        print(json.dumps([_activity_json(row, period) for row in rows], indent=2))
+    else:
+        print(_activity_table(rows, period))
+    return 0
+
+
+def _activity_json(row, period) -> dict:
+    from . import analytics
+
+    return {
+        "rule_id": row.rule_id,
+        "from": period.start.isoformat(),
+        "to": period.end.isoformat(),
+        "fired": row.fired,
+        **{f"fired_{i}": row.indicators.get(i, 0) for i in analytics.INDICATORS},
+        "accepted": row.accepted,
+        "overridden": row.overridden,
+        "override_reasons": [
+            {"system": system, "code": code, "count": count}
+            for (system, code), count in sorted(
+                row.reasons.items(), key=lambda kv: (-kv[1], str(kv[0]))
+            )
+        ],
+    }
+
+
+def _activity_table(rows, period) -> str:
+    from .analytics import INDICATORS
+
+    header = ("rule", "shown", "critical", "warning", "info", "accepted", "overridden")
+    lines = [f"{period.start.isoformat()} to {period.end.isoformat()} (UTC days, both included)"]
+    table = [header]
+    for row in rows:
+        table.append(
+            (
+                row.rule_id or "(card not in the audit trail)",
+                str(row.fired),
+                *(str(row.indicators.get(i, 0)) for i in INDICATORS),
+                str(row.accepted),
+                str(row.overridden),
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        cells = [line[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    for row in rows:
+        for (_system, code), count in sorted(row.reasons.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {row.rule_id}: overridden, {code or '(no reason given)'}: {count}")
+    return "\n".join(lines)
 
 
 def _note_context(args: argparse.Namespace) -> int:

@@ -79,6 +79,17 @@ class FhirServerNotAllowed(DataUnavailable):
     reason = "fhir-server-policy"
 
 
+class StoreUnavailable(CdsError):
+    """A database or Redis that holds shared state does not answer (a short connect timeout):
+    503 with Retry-After. Nothing the client sent is wrong; the same request may be sent again
+    (feedback is idempotent)."""
+
+    status = 503
+    default_code = "transient"
+    reason = "store-unavailable"
+    retry_after_s = 5
+
+
 class ConfigurationError(Exception):
     """The operator's configuration is wrong; raised at start-up, never per request."""
 

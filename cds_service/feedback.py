@@ -1,34 +1,12 @@
-"""Feedback store: each outcome stored once, durably, in SQLite (safe across processes)."""
+"""Feedback: parsing and the canonical form of an outcome (cds_service.stores stores it once)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import sqlite3
-import threading
 from dataclasses import replace
-from datetime import UTC, datetime
-from pathlib import Path
 
 from . import fhirdates, validation
 from .errors import InvalidRequest, Issue
 from .tolerant import tolerate_feedback
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    key TEXT PRIMARY KEY,
-    service_id TEXT NOT NULL,
-    card_uuid TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    outcome_timestamp TEXT NOT NULL,
-    accepted_suggestions TEXT,
-    override_reason_system TEXT,
-    override_reason_code TEXT,
-    received_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card_uuid);
-"""
-
 
 _ITEM_FIELDS = {"card", "outcome", "outcomeTimestamp", "acceptedSuggestions", "overrideReason"}
 
@@ -92,75 +70,3 @@ def _unwrap(issue: Issue) -> Issue:
     elif diagnostics.startswith(item):
         diagnostics = "body" + diagnostics.removeprefix(item)
     return replace(issue, expression=expression, diagnostics=diagnostics)
-
-
-class FeedbackStore:
-    """SQLite in WAL mode; a unique key per outcome makes repeated feedback idempotent."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            connection.execute("PRAGMA busy_timeout=10000")
-            self._local.connection = connection
-        return connection
-
-    def add(self, service_id: str, items: list[dict]) -> int:
-        """Store the items; the number that were new (the rest had been stored before)."""
-        now = datetime.now(UTC).isoformat()
-        rows = [_row(service_id, item, now) for item in items]
-        db = self._connect()
-        before = db.total_changes
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(
-                "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return db.total_changes - before
-
-    def all(self) -> list[dict]:
-        db = self._connect()
-        db.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in db.execute("SELECT * FROM feedback ORDER BY received_at")]
-        finally:
-            db.row_factory = None
-
-
-def _row(service_id: str, item: dict, received_at: str) -> tuple:
-    accepted = sorted(s["id"] for s in item.get("acceptedSuggestions") or [])
-    reason = (item.get("overrideReason") or {}).get("reason") or {}
-    card = canonical_card(item["card"])
-    timestamp = canonical_timestamp(item["outcomeTimestamp"])
-    identity = {
-        "service": service_id,
-        "card": card,
-        "outcome": item["outcome"],
-        "timestamp": timestamp,
-        "accepted": accepted,
-        "reason": [reason.get("system"), reason.get("code")],
-    }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return (
-        key,
-        service_id,
-        card,
-        item["outcome"],
-        timestamp,
-        json.dumps(accepted) if accepted else None,
-        reason.get("system"),
-        reason.get("code"),
-        received_at,
-    )

@@ -58,6 +58,9 @@ def run(
 
     check_configuration(settings)  # fail here, in one clear line, not in every worker
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from .stores import prepare
+
+    prepare(settings)  # embedded files upgraded; a server database's schema checked
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import fhirdates
 from .errors import ConfigurationError
@@ -47,6 +48,11 @@ class Settings:
     log_hash_key: str | None = None
     # The review console (/console): None means on only when authentication is off.
     console_enabled: bool | None = None
+    # Shared state for several instances (cds_service/stores): None keeps the embedded SQLite
+    # files in data_dir. Never logged or shown with their password (repr=False).
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    redis_key_prefix: str = "cds:replay:"
 
     @property
     def console_active(self) -> bool:
@@ -104,9 +110,38 @@ class Settings:
             or None,
             "log_hash_key": env.get("CDS_LOG_HASH_KEY") or None,
             "console_enabled": _bool(env, "CDS_CONSOLE", None),
+            "database_url": _server_url(env, "CDS_DATABASE_URL", DATABASE_SCHEMES),
+            "redis_url": _server_url(env, "CDS_REDIS_URL", REDIS_SCHEMES),
+            "redis_key_prefix": env.get("CDS_REDIS_KEY_PREFIX") or "cds:replay:",
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+DATABASE_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def _server_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    """A server URL, checked for its form (never echoed: it may hold a password)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    example = f"{schemes[0]}://user@host:port/" + ("db" if name.endswith("DATABASE_URL") else "0")
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+        path = parts.path.lstrip("/")
+    except ValueError:
+        parts, port, path = None, None, ""
+    ok = parts is not None and parts.scheme in schemes and bool(parts.hostname)
+    if ok and schemes is REDIS_SCHEMES:
+        ok = path == "" or path.isdigit()
+    if ok and schemes is DATABASE_SCHEMES:
+        ok = bool(path) and "/" not in path
+    if not ok or (port is not None and not 0 < port < 65536):
+        raise ConfigurationError(f"{name} must be a URL like {example}")
+    return raw
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

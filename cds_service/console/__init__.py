@@ -258,11 +258,9 @@ def _period() -> tuple[analytics.Period, str | None]:
 
 
 def _activity(period: analytics.Period) -> list[analytics.RuleActivity]:
-    current_app.extensions["cds_security"].audit.flush()  # this process's queued rows
-    settings = _settings()
-    return analytics.rule_activity(
-        settings.audit_db_path, settings.feedback_db_path, period, RULE_IDS
-    )
+    stores = current_app.extensions["cds_stores"]
+    stores.audit.flush()  # this process's queued rows
+    return stores.analytics.rule_activity(period, RULE_IDS)
 
 
 def _reason_label(reason: tuple[str | None, str | None], displays: dict) -> str:

@@ -1,0 +1,173 @@
+"""Where the service keeps state: one small interface per concern, each on two engines.
+
+| concern   | embedded (unset URLs: one machine) | server (several instances)        |
+|-----------|------------------------------------|-----------------------------------|
+| feedback  | `feedback.sqlite3` in CDS_DATA_DIR | PostgreSQL (CDS_DATABASE_URL)     |
+| audit     | `audit.sqlite3`                    | PostgreSQL, same database         |
+| analytics | reads both files (read-only)       | reads the shared tables           |
+| replay    | `replay.sqlite3`                   | Redis (CDS_REDIS_URL)             |
+
+Nothing outside this package knows a table. A database or Redis that does not answer is
+StoreUnavailable (a 503) for feedback and authentication; the audit trail spools to local disk
+instead and drains when the database is back (audit.py, spool.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from ..analytics import Period, RuleActivity
+from ..errors import StoreUnavailable
+from ..settings import Settings
+from . import migrate
+from .analytics import EmbeddedAnalytics, SharedAnalytics
+from .audit import AuditStore
+from .feedback import FeedbackStore
+from .replay import RedisReplayStore, SqliteReplayStore
+from .sql import is_unavailable, postgres_engine, safe_url, sqlite_engine
+
+__all__ = [
+    "AnalyticsStore",
+    "AuditStore",
+    "FeedbackStore",
+    "ReplayStore",
+    "StoreUnavailable",
+    "Stores",
+    "open_stores",
+    "prepare",
+]
+
+log = logging.getLogger("cds_service.stores")
+
+
+class ReplayStore(Protocol):
+    def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        """Record the token id until `exp` (the verifier's last accepting moment: the token's
+        `exp` plus the leeway); False when it was seen before (a replay)."""
+
+
+class AnalyticsStore(Protocol):
+    def rule_activity(self, period: Period, rule_ids: Iterable[str] = ()) -> list[RuleActivity]:
+        """Per rule: cards shown (by indicator), accepted, overridden, override reasons."""
+
+
+HEALTH_TTL_S = 1.0
+
+
+@dataclass
+class Stores:
+    feedback: FeedbackStore
+    audit: AuditStore
+    analytics: AnalyticsStore
+    replay: ReplayStore | None
+    database: str  # "sqlite" or "postgresql"
+    _engines: list[sa.Engine] = field(default_factory=list, repr=False)
+    _health: tuple[float, dict] | None = field(default=None, repr=False)
+    _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def health(self) -> dict:
+        """Whether the database and Redis answer, and the spool depth; asked at most once a
+        second (other callers meanwhile get the last answer), each ask bounded by the
+        engines' short connect timeouts."""
+        cached = self._health
+        if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
+            return cached[1]
+        if not self._health_lock.acquire(blocking=cached is None):
+            return cached[1]  # another greenlet is asking right now
+        try:
+            answer = {
+                "database": "ok" if self._database_answers() else "unavailable",
+                "redis": self._redis_state(),
+                "spool": self.audit.spool_depth(),
+            }
+            self._health = (time.monotonic(), answer)
+            return answer
+        finally:
+            self._health_lock.release()
+
+    def _database_answers(self) -> bool:
+        try:
+            with self._engines[0].connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+            return True
+        except sa.exc.SQLAlchemyError as error:
+            if not is_unavailable(error):
+                raise
+            return False
+
+    def _redis_state(self) -> str:
+        if isinstance(self.replay, RedisReplayStore):
+            return "ok" if self.replay.ping() else "unavailable"
+        return "not configured"
+
+    def close(self) -> None:
+        self.audit.close()
+        if isinstance(self.replay, RedisReplayStore):
+            self.replay.close()
+        for engine in self._engines:
+            engine.dispose()
+
+
+def open_stores(settings: Settings, *, replay: bool = True, writer: bool = True) -> Stores:
+    """The stores the settings name. `replay`: whether to open the embedded token replay
+    store (only needed with authentication on; Redis, when configured, is always opened); `writer`: whether the audit store runs its writer thread."""
+    spool_dir = settings.data_dir / "spool" / "audit"
+    if settings.database_url:
+        engine = postgres_engine(settings.database_url)
+        engines = [engine]
+        feedback = FeedbackStore(engine)
+        audit = AuditStore(engine, spool_dir, start_writer=writer)
+        analytics: AnalyticsStore = SharedAnalytics(engine)
+        database = "postgresql"
+    else:
+        migrate.upgrade_embedded(settings)
+        feedback_engine = sqlite_engine(settings.feedback_db_path)
+        audit_engine = sqlite_engine(settings.audit_db_path)
+        engines = [audit_engine, feedback_engine]
+        feedback = FeedbackStore(feedback_engine)
+        audit = AuditStore(audit_engine, spool_dir, start_writer=writer)
+        analytics = EmbeddedAnalytics(settings.audit_db_path, settings.feedback_db_path)
+        database = "sqlite"
+    replay_store: ReplayStore | None = None
+    if settings.redis_url:  # lazy: no connection until asked (health says whether it answers)
+        replay_store = RedisReplayStore(settings.redis_url, settings.redis_key_prefix)
+    elif replay:
+        replay_engine = sqlite_engine(settings.replay_db_path)
+        engines.append(replay_engine)
+        replay_store = SqliteReplayStore(replay_engine)
+    return Stores(feedback, audit, analytics, replay_store, database, engines)
+
+
+def prepare(settings: Settings) -> None:
+    """Before the workers start (`serve`): the embedded files created or upgraded in place; a
+    server database checked to be at this version's schema (ConfigurationError naming
+    `cds-service db upgrade` when behind). A database that does not answer yet is no reason
+    not to start: hook calls are answered and audited to the spool meanwhile."""
+    if not settings.database_url:
+        migrate.upgrade_embedded(settings)
+        return
+    engine = postgres_engine(settings.database_url)
+    try:
+        migrate.check_database(engine, settings.database_url)
+    except sa.exc.SQLAlchemyError as error:
+        if not is_unavailable(error):
+            raise
+        log.warning(
+            json.dumps(
+                {
+                    "event": "database_unavailable_at_start",
+                    "database": safe_url(settings.database_url),
+                    "error": type(getattr(error, "orig", None) or error).__name__,
+                }
+            )
+        )
+    finally:
+        engine.dispose()

@@ -1,0 +1,160 @@
+"""The audit trail store: one row per invocation and one per card shown, on either engine.
+
+`record()` only queues (a request never waits on the database); one writer thread per process
+writes the queue every FLUSH_INTERVAL_S. A batch the database does not take goes to the spool
+(spool.py) and is drained, oldest file first, once the database answers again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..errors import StoreUnavailable
+from .schema import card, invocation
+from .spool import Spool
+from .sql import answering, insert
+
+log = logging.getLogger("cds_service.stores")
+
+Card = tuple[str, str, str]  # card uuid, rule id, indicator
+CHUNK = 500  # rows per INSERT: well under SQLite's limit of bound parameters
+
+
+class AuditStore:
+    FLUSH_INTERVAL_S = 0.2
+    RETRY_S = 1.0  # while the database is down, how often the writer asks again
+
+    def __init__(self, engine: sa.Engine, spool_dir: Path, *, start_writer: bool = True):
+        self._engine = engine
+        self._spool = Spool(spool_dir)
+        self._queue: list[dict] = []
+        self._lock = threading.Lock()  # guards the queue
+        self._io = threading.RLock()  # one writer at a time: writes, spool, drains
+        self._retry_at = 0.0  # monotonic; before it, batches go straight to the spool
+        self._claim_at = 0.0  # next look for spool files (this process's and orphans)
+        self.errors = 0  # failed writes and drains, for the metrics
+        self._wake = threading.Event()
+        self._closed = False
+        if start_writer:
+            threading.Thread(target=self._run, name="audit-writer", daemon=True).start()
+        atexit.register(self.flush)
+
+    def record(self, entry: dict, cards: list[Card]) -> None:
+        """Queue one invocation (its access-log record) and the cards it showed."""
+        row = {
+            "event_id": uuid.uuid4().hex,
+            "time": entry["time"],
+            "service_id": entry.get("service_id"),
+            "hook": entry.get("hook"),
+            "hook_instance": entry.get("hook_instance"),
+            "issuer": entry.get("issuer"),
+            "tenant": entry.get("tenant"),
+            "status": entry["status"],
+            "latency_ms": entry["ms"],
+            "patient_hash": entry.get("patient"),
+            "rule_ids": json.dumps(entry.get("rule_ids") or []),
+            "fetched": json.dumps(entry.get("fetched") or []),
+            "cards": [list(c) for c in cards],
+        }
+        with self._lock:
+            self._queue.append(row)
+
+    def flush(self) -> None:
+        """Write what is queued and drain the spool now (a database that does not answer
+        leaves them spooled)."""
+        self._flush(force=True)
+
+    def spool_depth(self) -> int:
+        return self._spool.depth()
+
+    def invocations(self) -> list[dict]:
+        self.flush()
+        with answering("audit"), self._engine.connect() as connection:
+            rows = connection.execute(sa.select(invocation).order_by(invocation.c.id))
+            return [dict(row._mapping) for row in rows]
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.FLUSH_INTERVAL_S)
+            self._wake.clear()
+            try:
+                self._flush(force=False)
+            except Exception as exc:  # keep writing later batches; never crash the worker
+                self.errors += 1
+                log.error(json.dumps({"event": "audit_failed", "error": type(exc).__name__}))
+
+    def _flush(self, force: bool) -> None:
+        with self._io:
+            with self._lock:
+                batch, self._queue = self._queue, []
+            now = time.monotonic()
+            if not force and now < self._retry_at:
+                if batch:
+                    self._spool.append(batch)
+                return
+            try:
+                if batch:
+                    self._write(batch)
+                    batch = []
+                if force or now >= self._claim_at:
+                    self._claim_at = now + 5 * self.RETRY_S
+                    self._drain()
+            except StoreUnavailable:
+                self.errors += 1
+                self._retry_at = time.monotonic() + self.RETRY_S
+                self._claim_at = 0.0  # drain as soon as the database answers
+                if batch:
+                    self._spool.append(batch)
+                    log.warning(json.dumps({"event": "audit_spooled", "rows": len(batch)}))
+
+    def _drain(self) -> None:
+        for path in self._spool.claim():
+            rows = self._spool.rows(path)
+            for start in range(0, len(rows), CHUNK):
+                self._write(rows[start : start + CHUNK])
+            self._spool.done(path)
+            log.info(json.dumps({"event": "audit_spool_drained", "rows": len(rows)}))
+
+    def _write(self, rows: list[dict]) -> None:
+        """Store the rows, each once: a row whose event id is stored already is skipped."""
+        with answering("audit"), self._engine.begin() as connection:
+            for start in range(0, len(rows), CHUNK):
+                chunk = rows[start : start + CHUNK]
+                values = [{k: v for k, v in r.items() if k != "cards"} for r in chunk]
+                stored = connection.execute(
+                    insert(self._engine, invocation)
+                    .values(values)
+                    .on_conflict_do_nothing(index_elements=["event_id"])
+                    .returning(invocation.c.id, invocation.c.event_id)
+                ).all()
+                ids = {event_id: row_id for row_id, event_id in stored}
+                cards = [
+                    {
+                        "card_uuid": u,
+                        "rule_id": rule,
+                        "indicator": indicator,
+                        "invocation_id": ids[r["event_id"]],
+                    }
+                    for r in chunk
+                    if r["event_id"] in ids
+                    for u, rule, indicator in r["cards"]
+                ]
+                for part in range(0, len(cards), CHUNK):
+                    connection.execute(
+                        insert(self._engine, card)
+                        .values(cards[part : part + CHUNK])
+                        .on_conflict_do_nothing()
+                    )
+
+    def close(self) -> None:
+        self._closed = True
+        self.flush()
+        self._spool.close()

@@ -1,0 +1,88 @@
+"""Token ids seen (the `jti` replay cache), until the moment the verifier stops accepting the
+token (its `exp` plus the leeway): in a SQLite file every worker of one machine shares, or in
+Redis every instance shares (a token used on one instance is refused on the others)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+import redis
+import sqlalchemy as sa
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..errors import StoreUnavailable
+from .schema import seen_jti
+from .sql import answering, insert
+
+log = logging.getLogger("cds_service.stores")
+
+# A dead Redis costs a request at most about a second (two tries), never a hang.
+REDIS_TIMEOUT_S = 0.5
+
+
+class SqliteReplayStore:
+    """Long expired ids are purged as new ones arrive."""
+
+    def __init__(self, engine: sa.Engine):
+        self._engine = engine
+        seen_jti.metadata.create_all(engine)  # a cache, not a record: no migrations
+
+    def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        now = time.time()
+        statement = insert(self._engine, seen_jti).values(iss=iss, jti=jti, exp=exp)
+        statement = statement.on_conflict_do_update(  # an expired earlier use frees the id
+            index_elements=["iss", "jti"],
+            set_={"exp": statement.excluded.exp},
+            where=seen_jti.c.exp < now,
+        )
+        with answering("token replay"), self._engine.begin() as connection:
+            first = connection.execute(statement).rowcount == 1
+            if first and hash(jti) % 64 == 0:
+                connection.execute(sa.delete(seen_jti).where(seen_jti.c.exp < now - 3600))
+        return first
+
+
+class RedisReplayStore:
+    """`SET key 1 NX PXAT exp`: atomic across every instance; Redis forgets the id at `exp`.
+    Keys are `<prefix><sha256 of iss and jti>` (a jti is up to 256 characters of the client's
+    choosing). A Redis that does not answer is StoreUnavailable: the call is refused (503),
+    since a replay cannot be ruled out."""
+
+    def __init__(self, url: str, prefix: str):
+        self._prefix = prefix
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1),  # one more try: a pooled connection Redis closed
+            health_check_interval=30,
+        )
+
+    def key(self, iss: str, jti: str) -> str:
+        digest = hashlib.sha256(json.dumps([iss, jti]).encode()).hexdigest()
+        return f"{self._prefix}{digest}"
+
+    def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        until_ms = max(int(exp * 1000), int(time.time() * 1000) + 1)
+        try:
+            return bool(self._redis.set(self.key(iss, jti), b"1", nx=True, pxat=until_ms))
+        except redis.RedisError as error:
+            event = {"event": "store_unavailable", "store": "redis", "error": type(error).__name__}
+            log.warning(json.dumps(event))
+            raise StoreUnavailable(
+                "The token replay check is not available right now; send the request again "
+                "later with a new token"
+            ) from None
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._redis.close()
