@@ -293,3 +293,160 @@ def pid_serving(client_port: int, server_port: int, pids: set[int]) -> int | Non
                     if os.readlink(fd) == f"socket:[{inode}]":
                         return pid
     return None
+
+
+# ------------------------------------------------------------ PostgreSQL, Redis, TCP proxy
+
+PG_ADMIN_URL = os.environ.get("CDS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("CDS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def server_or_skip(kind: str, check: Callable[[], object]) -> None:
+    """Whether PostgreSQL or Redis answers: without it a test skips with the reason, except
+    under CI, where it fails (the servers must be running there)."""
+    import pytest
+
+    try:
+        check()
+    except Exception as exc:  # any driver error means "not reachable"
+        message = f"{kind} is not reachable ({type(exc).__name__}): {exc}".splitlines()[0]
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str = "cds_test"):
+    """A new, uniquely named database (its URL), dropped after: its connections terminated
+    first. Nothing else on the server is touched."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    server_or_skip("PostgreSQL", lambda: psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close())
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def redis_prefix():
+    """A unique key prefix on the test Redis (the prefix), its keys deleted after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_timeout=3, socket_connect_timeout=3)
+    server_or_skip("Redis", client.ping)
+    prefix = f"cds:test:{uuid.uuid4().hex[:12]}:"
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def url_through(url: str, proxy: TcpProxy) -> str:
+    """The same database or Redis URL with its host and port replaced by the proxy's."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))
+
+
+class TcpProxy:
+    """A threaded TCP forwarder on 127.0.0.1 to `target`: a fault test puts it between the
+    service and PostgreSQL or Redis. `cut()` closes the listener and every live connection
+    (new connections are refused); `restore()` listens again on the same port."""
+
+    def __init__(self, target_host: str, target_port: int, port: int | None = None):
+        self.target = (target_host, target_port)
+        self.port = port or free_port()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    close = cut
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(self.target, timeout=3)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self._sockets.discard(source)
+            source.close()  # the other direction's thread closes `sink`
+
+
+@contextlib.contextmanager
+def store_settings(engine: str, data_dir: Path, **overrides):
+    """Settings for the stores on `engine`: "sqlite" (the embedded files in data_dir) or
+    "postgresql" (a fresh database, migrated to this version, dropped after)."""
+    from cds_service.settings import Settings
+    from cds_service.stores import migrate
+
+    if engine == "sqlite":
+        yield Settings(data_dir=data_dir, **overrides)
+        return
+    with postgres_database() as url:
+        settings = Settings(data_dir=data_dir, database_url=url, **overrides)
+        migrate.upgrade(settings)
+        yield settings

@@ -1,17 +1,18 @@
-"""Feedback analytics queries, over real SQLite files written by the service's own stores."""
+"""Feedback analytics queries, over the stores the service writes: the embedded SQLite files
+and a real PostgreSQL database (each test runs on both engines)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from servers import store_settings
 
-from cds_service.analytics import UNKNOWN_CARD, Period, rule_activity
-from cds_service.audit import AuditStore
-from cds_service.feedback import FeedbackStore
+from cds_service.analytics import UNKNOWN_CARD, Period
 from cds_service.rules import RULE_IDS
+from cds_service.settings import Settings
+from cds_service.stores import EmbeddedAnalytics, open_stores
 
 SYSTEM = "https://crampcds.dev/fhir/CodeSystem/override-reason"
 TODAY = datetime.now(UTC).date()
@@ -21,11 +22,10 @@ THIS_MONTH = Period(TODAY - timedelta(days=29), TODAY)
 class Stores:
     """The audit and feedback stores of one data directory, as the service keeps them."""
 
-    def __init__(self, data_dir: Path):
-        self.audit_path = data_dir / "audit.sqlite3"
-        self.feedback_path = data_dir / "feedback.sqlite3"
-        self.audit = AuditStore(self.audit_path)
-        self.feedback = FeedbackStore(self.feedback_path)
+    def __init__(self, settings: Settings):
+        self.stores = open_stores(settings, replay=False, writer=False)
+        self.audit = self.stores.audit
+        self.feedback = self.stores.feedback
 
     def shown(self, cards: list[tuple[str, str]], when: datetime | None = None) -> list[str]:
         """Record one invocation that showed `(rule id, indicator)` cards; their uuids."""
@@ -69,13 +69,16 @@ class Stores:
 
     def activity(self, period: Period = THIS_MONTH, rule_ids=RULE_IDS):
         self.audit.flush()  # rows are queued for the writer thread: write them now
-        rows = rule_activity(self.audit_path, self.feedback_path, period, rule_ids)
+        rows = self.stores.analytics.rule_activity(period, rule_ids)
         return {row.rule_id: row for row in rows}, [row.rule_id for row in rows]
 
 
-@pytest.fixture
-def stores(tmp_path) -> Stores:
-    return Stores(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request, tmp_path):
+    with store_settings(request.param, tmp_path) as settings:
+        opened = Stores(settings)
+        yield opened
+        opened.stores.close()
 
 
 def test_empty_stores_list_every_rule_in_catalog_order_with_zeros(stores):
@@ -201,19 +204,18 @@ def test_no_patient_identifier_is_returned(stores):
 
 def test_missing_store_files_mean_no_activity_and_are_not_created(tmp_path):
     audit, feedback = tmp_path / "audit.sqlite3", tmp_path / "feedback.sqlite3"
-    rows = rule_activity(audit, feedback, THIS_MONTH, RULE_IDS)
+    rows = EmbeddedAnalytics(audit, feedback).rule_activity(THIS_MONTH, RULE_IDS)
     assert [r.rule_id for r in rows] == list(RULE_IDS)
     assert not audit.exists() and not feedback.exists()
 
 
-def test_feedback_without_an_audit_trail_is_all_unknown(tmp_path):
-    store = FeedbackStore(tmp_path / "feedback.sqlite3")
-    store.add(
+def test_feedback_without_an_audit_trail_is_all_unknown(stores):
+    stores.feedback.add(
         "cramp-sciatica-order-sign",
         [{"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-11-20"}],
     )
-    rows = rule_activity(tmp_path / "audit.sqlite3", store.path, THIS_MONTH, ())
-    assert [(r.rule_id, r.overridden) for r in rows] == [(UNKNOWN_CARD, 1)]
+    rows, order = stores.activity(rule_ids=())
+    assert [(r, rows[r].overridden) for r in order] == [(UNKNOWN_CARD, 1)]
 
 
 def test_a_period_cannot_end_before_it_starts():

@@ -36,6 +36,7 @@ from .sql import is_unavailable, postgres_engine, safe_url, sqlite_engine
 
 __all__ = [
     "AnalyticsStore",
+    "EmbeddedAnalytics",
     "AuditStore",
     "FeedbackStore",
     "ReplayStore",
@@ -118,7 +119,8 @@ class Stores:
 
 def open_stores(settings: Settings, *, replay: bool = True, writer: bool = True) -> Stores:
     """The stores the settings name. `replay`: whether to open the embedded token replay
-    store (only needed with authentication on; Redis, when configured, is always opened); `writer`: whether the audit store runs its writer thread."""
+    store (needed with authentication on; Redis, when configured, is always opened, lazily);
+    `writer`: whether the audit store runs its writer thread (the CLI flushes by itself)."""
     spool_dir = settings.data_dir / "spool" / "audit"
     if settings.database_url:
         engine = postgres_engine(settings.database_url)
