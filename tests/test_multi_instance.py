@@ -327,6 +327,11 @@ def test_a_token_used_on_one_instance_is_refused_on_the_other(shared):
     # Each instance still accepts tokens it has not seen.
     assert shared.hook(one).status_code == 200
     assert shared.hook(two).status_code == 200
+    # Neither nginx nor an instance logs a token.
+    logs = [shared.running.nginx.log_path, *(i.log_path for i in shared.running.instances)]
+    for path in logs:
+        text = path.read_text()
+        assert token not in text and fresh not in text, path
 
 
 def test_feedback_is_stored_once_whichever_instance_takes_it(shared):
