@@ -111,9 +111,10 @@ def test_nginx_limits_and_timeouts_match_the_service():
     )
     (idle,) = directive(text, "keepalive_timeout")[1:]  # [0] is the clients' (http level)
     assert int(idle.removesuffix("s")) < gunicorn_keepalive
-    # Retries: never a POST that was sent (no non_idempotent).
+    # Retries: never a POST that was sent (no non_idempotent), never on the service's 503 (a
+    # shared server down: no other instance would do better).
     for value in directive(text, "proxy_next_upstream"):
-        assert value.split() == ["error", "timeout", "http_502", "http_503"]
+        assert value.split() == ["error", "timeout", "http_502"]
     assert "non_idempotent" not in "".join(directive(text, "proxy_next_upstream"))
     # Every upstream server is health-checked passively.
     for _, _, options in upstream_servers(text):

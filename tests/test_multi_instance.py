@@ -108,6 +108,31 @@ def test_body_limit_at_nginx_equals_the_service_limit(pair):
     assert [m["upstream"] for m in refused] == ["-"]  # refused by nginx itself
 
 
+def test_a_shared_server_down_does_not_take_the_instances_out_of_nginx(tmp_path):
+    """The service answers 503 only when a server all instances share does not answer
+    (PostgreSQL: /health/ready, feedback; Redis: authenticated calls), so no other instance would
+    do better: nginx must neither retry it nor count it against the instance. With PostgreSQL
+    down, /health/ready through nginx is 503, and hook calls still answer with cards (their
+    audit rows spool) instead of nginx's 502 "no live upstreams"."""
+    request, _ = load_scenario("mixed-three-causes")
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/cds"  # nothing listens there
+    env = {"CDS_FIXED_NOW": EXAMPLE_NOW, "CDS_DATABASE_URL": down}
+    with cluster(tmp_path, count=2, env=env) as running:
+        for _ in range(4):
+            ready = requests.get(f"{running.url}/health/ready", timeout=30)
+            assert ready.status_code == 503
+            assert ready.json()["database"] == "unavailable"
+        for _ in range(4):
+            answer = requests.post(
+                f"{running.url}/cds-services/{SERVICE}", json=request, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["cards"]
+        log = logged(running, lambda log: sum(m["method"] == "POST" for m in log) >= 4)
+    # Each readiness answer came from one instance: none was passed to the other.
+    assert all("," not in m["upstream"] for m in log if m["path"] == "/health/ready")
+
+
 @dataclass
 class Call:
     method: str
