@@ -62,6 +62,7 @@ def server_stores(work: Path):
     """The env for PostgreSQL + Redis: a fresh database, migrated, and a fresh key prefix."""
     with postgres_database("cds_bench") as url, redis_prefix() as prefix:
         env = {"CDS_DATABASE_URL": url, "CDS_REDIS_URL": REDIS_TEST_URL}
+        env["CDS_LOG_HASH_KEY"] = "be" * 32  # one key for every instance of the run
         env["CDS_REDIS_KEY_PREFIX"] = prefix
         done = subprocess.run(
             [str(BIN / "cds-service"), "db", "upgrade"],

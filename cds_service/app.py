@@ -68,6 +68,12 @@ def check_configuration(settings: Settings) -> TrustConfig:
                 "authentication is on: set CDS_PUBLIC_BASE_URL, the URL clients call "
                 "(tokens' aud is checked against it)"
             )
+    if settings.database_url and not settings.log_hash_key:
+        raise ConfigurationError(
+            "CDS_DATABASE_URL is set: set CDS_LOG_HASH_KEY too, the same secret on every "
+            "instance (the shared audit trail, analytics and quieting know a patient by its "
+            "keyed hash; a key made per machine would split one patient into several)"
+        )
     return trust
 
 

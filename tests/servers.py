@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -78,6 +79,11 @@ def start_service(
     data_dir = workdir / "data"
     log_path = workdir / "service.log"
     environment = {**os.environ, "CDS_DATA_DIR": str(data_dir), **(env or {})}
+    if environment.get("CDS_DATABASE_URL") and not environment.get("CDS_LOG_HASH_KEY"):
+        # Instances on one database must share the patient-hash key (serve refuses without
+        # one): the tests derive it from the database, so every instance of a test agrees.
+        database = environment["CDS_DATABASE_URL"].rsplit("/", 1)[-1]
+        environment["CDS_LOG_HASH_KEY"] = hashlib.sha256(database.encode()).hexdigest()
     log = open(log_path, "w")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
         [

@@ -287,7 +287,7 @@ def test_kubernetes_pod_probes_ports_and_security_fit_the_service():
     for probe, path in (
         ("startupProbe", "/health"),
         ("livenessProbe", "/health"),
-        ("readinessProbe", "/health/ready"),
+        ("readinessProbe", "/health"),  # never the shared servers: see deployment.yaml
     ):
         get = container[probe]["httpGet"]
         assert get["path"] == path, probe

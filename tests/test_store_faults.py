@@ -206,15 +206,36 @@ def test_with_redis_cut_authenticated_calls_fail_closed_and_recover(faulty):
     assert wait_for(lambda: faulty.health("/health/ready").status_code == 200)
 
 
-def serve(workdir: Path, url: str) -> subprocess.Popen:
+def serve(workdir: Path, url: str, hash_key: str | None = "5e" * 32) -> subprocess.Popen:
+    env = {**os.environ, "CDS_DATABASE_URL": url, "CDS_DATA_DIR": str(workdir / "data")}
+    env.pop("CDS_LOG_HASH_KEY", None)
+    if hash_key:
+        env["CDS_LOG_HASH_KEY"] = hash_key
     return subprocess.Popen(
         [str(BIN / "cds-service"), "serve", "--no-auth", "--port", str(free_port())],
-        env={**os.environ, "CDS_DATABASE_URL": url, "CDS_DATA_DIR": str(workdir / "data")},
+        env=env,
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_serve_refuses_a_shared_database_without_a_patient_hash_key(tmp_path):
+    """Each machine would otherwise make its own key, and the shared audit trail would know
+    one patient under as many hashes as there are instances."""
+    with postgres_database() as url:
+        assert migrate(url, tmp_path).returncode == 0
+        process = serve(tmp_path, url, hash_key=None)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 2
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("cds-service: ") and "CDS_LOG_HASH_KEY" in last
+        assert "Traceback" not in stderr
 
 
 def test_serve_refuses_a_database_whose_schema_is_behind_until_db_upgrade(tmp_path):

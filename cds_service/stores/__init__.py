@@ -148,7 +148,10 @@ def open_stores(settings: Settings, *, replay: bool = True, writer: bool = True)
     elif replay:
         replay_engine = sqlite_engine(settings.replay_db_path)
         engines.append(replay_engine)
-        replay_store = SqliteReplayStore(replay_engine)
+        # Every worker opens the file at boot: the table is made under the migrations' file
+        # lock (two workers' CREATE TABLE at once could fail with "database is locked").
+        with migrate.locked(settings.data_dir / "migrate.lock"):
+            replay_store = SqliteReplayStore(replay_engine)
     return Stores(feedback, audit, analytics, replay_store, database, quiet, engines)
 
 

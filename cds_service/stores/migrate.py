@@ -71,7 +71,7 @@ def upgrade(settings: Settings) -> dict[str, set[str]]:
 
 def upgrade_embedded(settings: Settings) -> dict[str, set[str]]:
     revisions = {}
-    with _locked(settings.data_dir / "migrate.lock"):
+    with locked(settings.data_dir / "migrate.lock"):
         for branch, path in embedded_files(settings).items():
             engine = sqlite_engine(path)
             try:
@@ -131,7 +131,7 @@ def check_database(engine: sa.Engine, url: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as file:
         fcntl.flock(file, fcntl.LOCK_EX)
