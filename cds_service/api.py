@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, g, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-from . import __version__
+from . import __version__, jsonio
 from .audit import AuditStore, PatientHasher
 from .auth import Authenticator, Unauthorized, audience_url
 from .errors import CdsError, InvalidRequest, Issue, UnsupportedMediaType, operation_outcome
@@ -49,12 +49,7 @@ class Security:
 
 
 def json_response(body: object, status: int = 200) -> Response:
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-    # A lone UTF-16 surrogate (e.g. from a FHIR server's `\ud800`) cannot be UTF-8 encoded:
-    # written back as its JSON escape, the answer stays valid UTF-8 JSON of the same value.
-    return Response(
-        text.encode("utf-8", "backslashreplace"), status=status, mimetype="application/json"
-    )
+    return Response(jsonio.dumps(body), status=status, mimetype="application/json")
 
 
 def read_json() -> object:
@@ -80,6 +75,13 @@ def read_json() -> object:
             raise RequestEntityTooLarge()
     except (ParseException, OSError, ClientDisconnected):  # broken chunked framing, cut short
         raise InvalidRequest("The request body could not be read as sent", "body") from None
+    try:
+        return jsonio.fast_loads(raw)
+    except jsonio.Fallback:  # read by `json`, which says what is wrong, or reads it as before
+        return _read_with_json(raw)
+
+
+def _read_with_json(raw: bytes) -> object:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -29,6 +29,7 @@ from functools import cache
 
 import yaml
 
+from . import jsonio
 from .chart import Chart, LabResult, NoteFact, Unreadable
 from .content import content_dir
 from .rules.base import Evidence, Finding
@@ -375,7 +376,7 @@ def _action(template: dict, chart: Chart) -> dict:
     return {
         "type": template["type"],
         "description": template["description"],
-        "resource": json.loads(text.replace(PATIENT_JSON, patient)),
+        "resource": jsonio.loads(text.replace(PATIENT_JSON, patient)),
     }
 
 
