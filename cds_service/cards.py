@@ -21,6 +21,7 @@ code to the problem list: a provisional Condition per finding, once per response
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -227,10 +228,10 @@ def _card(
         (s["text"] for s in text.get("summaries", []) if _applies(s, finding.flags)),
         text["summary"],
     )
-    card_uuid = uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}/{finding.rule_id}")
+    card_uuid = uuid5(CARD_NAMESPACE, f"{hook_instance}/{finding.rule_id}")
     evidence = [*trigger, *finding.evidence] if shows_cramps else list(finding.evidence)
     card: dict = {
-        "uuid": str(card_uuid),
+        "uuid": card_uuid,
         "summary": fit_summary(summary, values),
         "indicator": finding.indicator,
         "detail": _detail(text, finding, evidence, chart, values, bool(noted or noted_trigger)),
@@ -310,7 +311,22 @@ def _detail(
     return "\n".join(lines)
 
 
-def _suggestion(template: dict, card_uuid: uuid.UUID, index: int, chart: Chart, finding: Finding):
+def uuid5(namespace: uuid.UUID | str, name: str) -> str:
+    """str(uuid.uuid5(namespace, name)), without making UUID objects (a card and each of its
+    suggestions take one)."""
+    space = (
+        namespace.bytes
+        if isinstance(namespace, uuid.UUID)
+        else bytes.fromhex(namespace.replace("-", ""))
+    )
+    digest = bytearray(hashlib.sha1(space + name.encode("utf-8")).digest()[:16])  # noqa: S324
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _suggestion(template: dict, card_uuid: str, index: int, chart: Chart, finding: Finding):
     actions = []
     for action in template["actions"]:
         if action.get("for_each_order"):
@@ -326,7 +342,7 @@ def _suggestion(template: dict, card_uuid: uuid.UUID, index: int, chart: Chart, 
             actions.append(_action(action, chart))
     suggestion = {
         "label": template["label"],
-        "uuid": str(uuid.uuid5(card_uuid, f"suggestion-{index}")),
+        "uuid": uuid5(card_uuid, f"suggestion-{index}"),
         "actions": actions,
     }
     if "isRecommended" in template:
@@ -352,12 +368,12 @@ def _to_offer(facts: list[NoteFact], offered: set[str]) -> list[NoteFact]:
     return list(chosen.values())
 
 
-def _problem_list(facts: list[NoteFact], card_uuid: uuid.UUID, index: int) -> dict:
+def _problem_list(facts: list[NoteFact], card_uuid: str, index: int) -> dict:
     """One suggestion: a provisional Condition for each finding the note reports."""
     wording = content().common["from_note"]
     return {
         "label": wording["suggestion_label"],
-        "uuid": str(uuid.uuid5(card_uuid, f"suggestion-{index}")),
+        "uuid": uuid5(card_uuid, f"suggestion-{index}"),
         "actions": [
             {
                 "type": "create",

@@ -64,12 +64,24 @@ _MG = re.compile(r"(?<!\d)(\d+(?:\.\d+)?)\s*mg\b", re.IGNORECASE)  # linear: sta
 
 
 def label_of(concept: object, fallback: str) -> str:
-    text = concept_text(concept)
-    if text:
+    """The concept's text, else the display of its first well-formed coding that has one (as
+    `codings_of` reads them, without making a Coding of each)."""
+    if not isinstance(concept, dict):
+        return fallback
+    text = concept.get("text")
+    if isinstance(text, str) and text:
         return text
-    for coding in codings_of(concept):
-        if coding.display:
-            return coding.display
+    for coding in concept.get("coding") or []:
+        if isinstance(coding, dict):
+            display, code = coding.get("display"), coding.get("code")
+            if (
+                isinstance(display, str)
+                and display
+                and isinstance(coding.get("system"), str)
+                and isinstance(code, str)
+                and code
+            ):
+                return display
     return fallback
 
 
@@ -100,8 +112,8 @@ class Fact:
     def when(self) -> datetime | None:
         return _first_date(self.resource, self.date_fields)
 
-    @property
-    def name(self) -> str:
+    @cached_property
+    def name(self) -> str:  # asked by every rule and card line that quotes the fact
         return label_of(self.code, "")
 
     @property
@@ -116,7 +128,7 @@ class Fact:
             sites = [sites]
         return [s for s in sites or [] if isinstance(s, dict)]
 
-    @property
+    @cached_property
     def day(self) -> str | None:
         return self.when.date().isoformat() if self.when else None
 
