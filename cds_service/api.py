@@ -274,44 +274,57 @@ def _no_host_in_location(response: Response) -> Response:
 @bp.after_app_request
 def _access_log(response: Response) -> Response:
     # Ids, timings, rule ids and a keyed hash of the patient id only: never tokens, resource
-    # contents or note text.
+    # contents or note text. Built once, from the request globals looked up once (each `g.x`
+    # goes through a context-local proxy).
+    here = g._get_current_object()
+    started = getattr(here, "started", None)
     record = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "event": "request",
         "method": request.method,
         "path": request.path,
         "status": response.status_code,
-        "ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1),
+        "ms": round((time.monotonic() - started) * 1000, 1) if started is not None else 0.0,
     }
-    caller = g.get("caller")
+    caller = getattr(here, "caller", None)
     if caller is not None:
         record["issuer"] = caller.issuer.iss
         if caller.tenant:
             record["tenant"] = caller.tenant
-    for key in (
-        "service_id",
-        "hook_instance",
-        "patient",
-        "rule_ids",
-        "fetched",
-        "tolerated",
-        "auth_failure",
-    ):
-        if g.get(key):
-            record[key] = g.get(key)
+    for key in _LOGGED:
+        value = getattr(here, key, None)
+        if value:
+            record[key] = value
     if 400 <= response.status_code < 500:
-        record["reason"] = g.get("reason") or _REASONS.get(response.status_code, "client-error")
+        record["reason"] = getattr(here, "reason", None) or _REASONS.get(
+            response.status_code, "client-error"
+        )
         record["expression"] = _expressions(response)
     if record.get("service_id"):
         record["hook"] = find_service(record["service_id"]).hook
     if log.isEnabledFor(logging.INFO):
         log.info(json.dumps(record))
-    if request.method == "POST" and g.get("service_id") and not request.path.endswith("/feedback"):
+    if (
+        record["method"] == "POST"
+        and record.get("service_id")
+        and not record["path"].endswith("/feedback")
+    ):
         try:
-            _security().audit.record(record, g.get("cards") or [])
+            _security().audit.record(record, getattr(here, "cards", None) or [])
         except Exception as exc:  # the answer is already made: log, never fail it
             log.error(json.dumps({"event": "audit_failed", "error": type(exc).__name__}))
     return response
+
+
+_LOGGED = (
+    "service_id",
+    "hook_instance",
+    "patient",
+    "rule_ids",
+    "fetched",
+    "tolerated",
+    "auth_failure",
+)
 
 
 # The access log's short reason for a 4xx whose handler set none.
