@@ -644,7 +644,6 @@ class _Builder:
         self.lab_results: dict[str, list[LabResult]] = {}
         self.lab_unreadable: dict[str, list[Unreadable]] = {}
         self.sites: dict[str, frozenset[str]] = {}
-        self._classified: dict[tuple, dict[str, Hit]] = {}
 
     def site_groups(self, fact: Fact) -> frozenset[str]:
         """The groups a record's body sites belong to, by code or by name; recorded once."""
@@ -675,15 +674,18 @@ class _Builder:
         return True
 
     def groups(self, concept: dict) -> dict[str, Hit]:
-        """The groups a CodeableConcept is coded in: classified once per distinct concept (a
-        record repeats the same lab and problem codes many times)."""
+        """The groups a CodeableConcept is coded in: classified once per distinct concept, and
+        remembered across requests (records repeat the same lab and problem codes, and so do
+        patients; the answer depends on the concept's codes and text and the value sets only)."""
         key = _concept_key(concept)
         if key is None:
             return self.terminology.classify(concept)
-        hits = self._classified.get(key)
-        if hits is None:
-            hits = self._classified[key] = self.terminology.classify(concept)
-        return dict(hits)
+        known = _CLASSIFIED.get(key)
+        if known is None or known[0] is not self.terminology:
+            if len(_CLASSIFIED) >= _CLASSIFIED_MAX:
+                _CLASSIFIED.clear()
+            known = _CLASSIFIED[key] = (self.terminology, self.terminology.classify(concept))
+        return dict(known[1])
 
     def saddle(self, fact: Fact, hits: dict[str, Hit]) -> None:
         """Numbness coded as a nerve symptom that describes the saddle area (its name, or a
@@ -937,6 +939,11 @@ def _dose_mg(resource: dict) -> float | None:
                 if number is not None:
                     return number
     return None
+
+
+# Concept key -> (the terminology that classified it, its hits); cleared when full.
+_CLASSIFIED: dict[tuple, tuple[Terminology, dict[str, Hit]]] = {}
+_CLASSIFIED_MAX = 20_000
 
 
 def _classified(items: list, terminology: Terminology, extra) -> dict:
