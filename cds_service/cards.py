@@ -155,10 +155,11 @@ def lab_text(result: LabResult) -> str:
     return f"{common['labs'][lab.value_set]} {value}"
 
 
-def evidence_line(evidence: Evidence, chart: Chart, count: int = 1) -> str:
-    """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)"."""
+def evidence_line(evidence: Evidence, chart: Chart, count: int = 1, name: str | None = None) -> str:
+    """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)". `name` is
+    `_name(evidence)` when the caller has it already."""
     label = content().common["evidence"][evidence.label].format_map(_values(evidence, chart))
-    name = _name(evidence)
+    name = _name(evidence) if name is None else name
     where = [
         part
         for part in (
@@ -175,13 +176,14 @@ def evidence_line(evidence: Evidence, chart: Chart, count: int = 1) -> str:
 
 def _evidence_lines(items: list[Evidence], chart: Chart) -> list[str]:
     """Each finding once: the latest of those with the same label and name, counted."""
-    seen: dict[tuple[str, str], list[Evidence]] = {}
+    seen: dict[tuple[str, str], list[tuple[Evidence, str]]] = {}
     for item in items:
-        seen.setdefault((item.label, _name(item).lower()), []).append(item)
+        name = _name(item)
+        seen.setdefault((item.label, name.lower()), []).append((item, name))
     lines = []
     for group in seen.values():
-        latest = max(group, key=lambda e: e.day or "")
-        lines.append(evidence_line(latest, chart, len(group)))
+        latest, name = max(group, key=lambda pair: pair[0].day or "")
+        lines.append(evidence_line(latest, chart, len(group), name))
     return list(dict.fromkeys(lines))
 
 

@@ -216,7 +216,7 @@ class LabResult:
             return self.value > self.range_high
         return self.lab.high_above is not None and self.value > self.lab.high_above
 
-    @property
+    @cached_property
     def same_unit(self) -> bool:
         """Whether the recorded unit is a spelling of the threshold unit (45 mL/min/{1.73_m2}
         is 45 mL/min/1.73m2): then the value is shown once, as recorded."""
