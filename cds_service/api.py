@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, g, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-from . import __version__, metrics
+from . import __version__, jsonio, metrics
 from .audit import PatientHasher
 from .auth import Authenticator, Unauthorized, audience_url
 from .errors import (
@@ -59,12 +59,7 @@ class Security:
 
 
 def json_response(body: object, status: int = 200) -> Response:
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-    # A lone UTF-16 surrogate (e.g. from a FHIR server's `\ud800`) cannot be UTF-8 encoded:
-    # written back as its JSON escape, the answer stays valid UTF-8 JSON of the same value.
-    return Response(
-        text.encode("utf-8", "backslashreplace"), status=status, mimetype="application/json"
-    )
+    return Response(jsonio.dumps(body), status=status, mimetype="application/json")
 
 
 def read_json() -> object:
@@ -90,6 +85,13 @@ def read_json() -> object:
             raise RequestEntityTooLarge()
     except (ParseException, OSError, ClientDisconnected):  # broken chunked framing, cut short
         raise InvalidRequest("The request body could not be read as sent", "body") from None
+    try:
+        return jsonio.fast_loads(raw)
+    except jsonio.Fallback:  # read by `json`, which says what is wrong, or reads it as before
+        return _read_with_json(raw)
+
+
+def _read_with_json(raw: bytes) -> object:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -313,47 +315,61 @@ def _no_host_in_location(response: Response) -> Response:
 @bp.after_app_request
 def _access_log(response: Response) -> Response:
     # Ids, timings, rule ids and a keyed hash of the patient id only: never tokens, resource
-    # contents or note text.
+    # contents or note text. Built once, from the request globals looked up once (each `g.x`
+    # goes through a context-local proxy).
+    here = g._get_current_object()
+    started = getattr(here, "started", None)
     record = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "event": "request",
         "method": request.method,
         "path": request.path,
         "status": response.status_code,
-        "ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1),
+        "ms": round((time.monotonic() - started) * 1000, 1) if started is not None else 0.0,
     }
-    caller = g.get("caller")
+    caller = getattr(here, "caller", None)
     if caller is not None:
         record["issuer"] = caller.issuer.iss
         if caller.tenant:
             record["tenant"] = caller.tenant
-    for key in (
-        "service_id",
-        "hook_instance",
-        "patient",
-        "rule_ids",
-        "quieted",
-        "fetched",
-        "tolerated",
-        "auth_failure",
-        "console_user",
-    ):
-        if g.get(key):
-            record[key] = g.get(key)
+    for key in _LOGGED:
+        value = getattr(here, key, None)
+        if value:
+            record[key] = value
     if 400 <= response.status_code < 500:
-        record["reason"] = g.get("reason") or _REASONS.get(response.status_code, "client-error")
+        record["reason"] = getattr(here, "reason", None) or _REASONS.get(
+            response.status_code, "client-error"
+        )
         record["expression"] = _expressions(response)
     if record.get("service_id"):
         record["hook"] = find_service(record["service_id"]).hook
     if log.isEnabledFor(logging.INFO):
         log.info(json.dumps(record))
-    if request.method == "POST" and g.get("service_id") and not request.path.endswith("/feedback"):
+    if (
+        record["method"] == "POST"
+        and record.get("service_id")
+        and not record["path"].endswith("/feedback")
+    ):
         try:
-            _security().audit.record(record, g.get("audit_cards") or g.get("cards") or [])
+            cards = getattr(here, "audit_cards", None) or getattr(here, "cards", None) or []
+            _security().audit.record(record, cards)
         except Exception as exc:  # the answer is already made: log, never fail it
             metrics.store_error("audit")
             log.error(json.dumps({"event": "audit_failed", "error": type(exc).__name__}))
     return response
+
+
+_LOGGED = (
+    "service_id",
+    "hook_instance",
+    "patient",
+    "rule_ids",
+    "quieted",
+    "fetched",
+    "tolerated",
+    "auth_failure",
+    "console_user",
+)
 
 
 # The access log's short reason for a 4xx whose handler set none.

@@ -21,6 +21,7 @@ code to the problem list: a provisional Condition per finding, once per response
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from functools import cache
 
 import yaml
 
+from . import jsonio
 from .chart import Chart, LabResult, NoteFact, Unreadable
 from .content import content_dir
 from .errors import ConfigurationError
@@ -187,10 +189,11 @@ def lab_text(result: LabResult) -> str:
     return f"{common['labs'][lab.value_set]} {value}"
 
 
-def evidence_line(evidence: Evidence, chart: Chart, count: int = 1) -> str:
-    """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)"."""
+def evidence_line(evidence: Evidence, chart: Chart, count: int = 1, name: str | None = None) -> str:
+    """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)". `name` is
+    `_name(evidence)` when the caller has it already."""
     label = content().common["evidence"][evidence.label].format_map(_values(evidence, chart))
-    name = _name(evidence)
+    name = _name(evidence) if name is None else name
     where = [
         part
         for part in (
@@ -207,13 +210,14 @@ def evidence_line(evidence: Evidence, chart: Chart, count: int = 1) -> str:
 
 def _evidence_lines(items: list[Evidence], chart: Chart) -> list[str]:
     """Each finding once: the latest of those with the same label and name, counted."""
-    seen: dict[tuple[str, str], list[Evidence]] = {}
+    seen: dict[tuple[str, str], list[tuple[Evidence, str]]] = {}
     for item in items:
-        seen.setdefault((item.label, _name(item).lower()), []).append(item)
+        name = _name(item)
+        seen.setdefault((item.label, name.lower()), []).append((item, name))
     lines = []
     for group in seen.values():
-        latest = max(group, key=lambda e: e.day or "")
-        lines.append(evidence_line(latest, chart, len(group)))
+        latest, name = max(group, key=lambda pair: pair[0].day or "")
+        lines.append(evidence_line(latest, chart, len(group), name))
     return list(dict.fromkeys(lines))
 
 
@@ -260,10 +264,10 @@ def _card(
         (s["text"] for s in text.get("summaries", []) if _applies(s, finding.flags)),
         text["summary"],
     )
-    card_uuid = uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}/{finding.rule_id}")
+    card_uuid = uuid5(CARD_NAMESPACE, f"{hook_instance}/{finding.rule_id}")
     evidence = [*trigger, *finding.evidence] if shows_cramps else list(finding.evidence)
     card: dict = {
-        "uuid": str(card_uuid),
+        "uuid": card_uuid,
         "summary": fit_summary(summary, values),
         "indicator": finding.indicator,
         "detail": _detail(text, finding, evidence, chart, values, bool(noted or noted_trigger)),
@@ -342,7 +346,22 @@ def _detail(
     return "\n".join(lines)
 
 
-def _suggestion(template: dict, card_uuid: uuid.UUID, index: int, chart: Chart, finding: Finding):
+def uuid5(namespace: uuid.UUID | str, name: str) -> str:
+    """str(uuid.uuid5(namespace, name)), without making UUID objects (a card and each of its
+    suggestions take one)."""
+    space = (
+        namespace.bytes
+        if isinstance(namespace, uuid.UUID)
+        else bytes.fromhex(namespace.replace("-", ""))
+    )
+    digest = bytearray(hashlib.sha1(space + name.encode("utf-8")).digest()[:16])  # noqa: S324
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _suggestion(template: dict, card_uuid: str, index: int, chart: Chart, finding: Finding):
     actions = []
     for action in template["actions"]:
         if action.get("for_each_order"):
@@ -358,7 +377,7 @@ def _suggestion(template: dict, card_uuid: uuid.UUID, index: int, chart: Chart, 
             actions.append(_action(action, chart))
     suggestion = {
         "label": template["label"],
-        "uuid": str(uuid.uuid5(card_uuid, f"suggestion-{index}")),
+        "uuid": uuid5(card_uuid, f"suggestion-{index}"),
         "actions": actions,
     }
     if "isRecommended" in template:
@@ -384,12 +403,12 @@ def _to_offer(facts: list[NoteFact], offered: set[str]) -> list[NoteFact]:
     return list(chosen.values())
 
 
-def _problem_list(facts: list[NoteFact], card_uuid: uuid.UUID, index: int) -> dict:
+def _problem_list(facts: list[NoteFact], card_uuid: str, index: int) -> dict:
     """One suggestion: a provisional Condition for each finding the note reports."""
     wording = content().common["from_note"]
     return {
         "label": wording["suggestion_label"],
-        "uuid": str(uuid.uuid5(card_uuid, f"suggestion-{index}")),
+        "uuid": uuid5(card_uuid, f"suggestion-{index}"),
         "actions": [
             {
                 "type": "create",
@@ -408,7 +427,7 @@ def _action(template: dict, chart: Chart) -> dict:
     return {
         "type": template["type"],
         "description": template["description"],
-        "resource": json.loads(text.replace(PATIENT_JSON, patient)),
+        "resource": jsonio.loads(text.replace(PATIENT_JSON, patient)),
     }
 
 

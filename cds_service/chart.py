@@ -64,12 +64,24 @@ _MG = re.compile(r"(?<!\d)(\d+(?:\.\d+)?)\s*mg\b", re.IGNORECASE)  # linear: sta
 
 
 def label_of(concept: object, fallback: str) -> str:
-    text = concept_text(concept)
-    if text:
+    """The concept's text, else the display of its first well-formed coding that has one (as
+    `codings_of` reads them, without making a Coding of each)."""
+    if not isinstance(concept, dict):
+        return fallback
+    text = concept.get("text")
+    if isinstance(text, str) and text:
         return text
-    for coding in codings_of(concept):
-        if coding.display:
-            return coding.display
+    for coding in concept.get("coding") or []:
+        if isinstance(coding, dict):
+            display, code = coding.get("display"), coding.get("code")
+            if (
+                isinstance(display, str)
+                and display
+                and isinstance(coding.get("system"), str)
+                and isinstance(code, str)
+                and code
+            ):
+                return display
     return fallback
 
 
@@ -100,8 +112,8 @@ class Fact:
     def when(self) -> datetime | None:
         return _first_date(self.resource, self.date_fields)
 
-    @property
-    def name(self) -> str:
+    @cached_property
+    def name(self) -> str:  # asked by every rule and card line that quotes the fact
         return label_of(self.code, "")
 
     @property
@@ -116,7 +128,7 @@ class Fact:
             sites = [sites]
         return [s for s in sites or [] if isinstance(s, dict)]
 
-    @property
+    @cached_property
     def day(self) -> str | None:
         return self.when.date().isoformat() if self.when else None
 
@@ -204,7 +216,7 @@ class LabResult:
             return self.value > self.range_high
         return self.lab.high_above is not None and self.value > self.lab.high_above
 
-    @property
+    @cached_property
     def same_unit(self) -> bool:
         """Whether the recorded unit is a spelling of the threshold unit (45 mL/min/{1.73_m2}
         is 45 mL/min/1.73m2): then the value is shown once, as recorded."""
@@ -632,7 +644,6 @@ class _Builder:
         self.lab_results: dict[str, list[LabResult]] = {}
         self.lab_unreadable: dict[str, list[Unreadable]] = {}
         self.sites: dict[str, frozenset[str]] = {}
-        self._classified: dict[tuple, dict[str, Hit]] = {}
 
     def site_groups(self, fact: Fact) -> frozenset[str]:
         """The groups a record's body sites belong to, by code or by name; recorded once."""
@@ -663,15 +674,18 @@ class _Builder:
         return True
 
     def groups(self, concept: dict) -> dict[str, Hit]:
-        """The groups a CodeableConcept is coded in: classified once per distinct concept (a
-        record repeats the same lab and problem codes many times)."""
+        """The groups a CodeableConcept is coded in: classified once per distinct concept, and
+        remembered across requests (records repeat the same lab and problem codes, and so do
+        patients; the answer depends on the concept's codes and text and the value sets only)."""
         key = _concept_key(concept)
         if key is None:
             return self.terminology.classify(concept)
-        hits = self._classified.get(key)
-        if hits is None:
-            hits = self._classified[key] = self.terminology.classify(concept)
-        return dict(hits)
+        known = _CLASSIFIED.get(key)
+        if known is None or known[0] is not self.terminology:
+            if len(_CLASSIFIED) >= _CLASSIFIED_MAX:
+                _CLASSIFIED.clear()
+            known = _CLASSIFIED[key] = (self.terminology, self.terminology.classify(concept))
+        return dict(known[1])
 
     def saddle(self, fact: Fact, hits: dict[str, Hit]) -> None:
         """Numbness coded as a nerve symptom that describes the saddle area (its name, or a
@@ -925,6 +939,11 @@ def _dose_mg(resource: dict) -> float | None:
                 if number is not None:
                     return number
     return None
+
+
+# Concept key -> (the terminology that classified it, its hits); cleared when full.
+_CLASSIFIED: dict[tuple, tuple[Terminology, dict[str, Hit]]] = {}
+_CLASSIFIED_MAX = 20_000
 
 
 def _classified(items: list, terminology: Terminology, extra) -> dict:
