@@ -76,6 +76,8 @@ def _schema_patterns() -> dict[str, str]:
 def _compiled_patterns() -> dict[str, re.Pattern]:
     found = {}
     for info in pkgutil.walk_packages([str(PACKAGE)], "cds_service."):
+        if info.name.startswith("cds_service.stores.migrations"):
+            continue  # Alembic's scripts run only inside Alembic (and hold no pattern)
         module = importlib.import_module(info.name)
         for name, value in vars(module).items():
             if isinstance(value, re.Pattern):
