@@ -214,7 +214,12 @@ def invoke(service_id: str):
         check_fhir_server(body["fhirServer"])
     context = body.get("context")
     if isinstance(context, dict) and isinstance(context.get("patientId"), str):
-        g.patient = _security().hasher(context["patientId"])
+        caller = g.get("caller")
+        g.patient = _security().hasher.patient(
+            context["patientId"],
+            caller.issuer.iss if caller else None,
+            caller.tenant if caller else None,
+        )
     outcome = current_app.extensions["cds_engine"].evaluate(
         service, body, fhir_allowed=_security().fhir_server_allowed
     )

@@ -24,6 +24,17 @@ class PatientHasher:
     def __call__(self, patient_id: str) -> str:
         return hmac.new(self._key, patient_id.encode(), hashlib.sha256).hexdigest()[:20]
 
+    def patient(self, patient_id: str, issuer: str | None = None, tenant: str | None = None):
+        """The hash of a patient as one client knows it. A patient id means something only
+        within the EHR that sent it: "123" of one issuer (or tenant) is not "123" of another,
+        so the issuer and tenant are hashed with it, and what the audit trail links to a
+        patient (feedback that quiets a card) never reaches another EHR's patient. Calls
+        without a verified client (--no-auth, the review console) keep the plain id's hash,
+        a namespace of their own apart from every issuer's."""
+        if issuer is None and tenant is None:
+            return self(patient_id)
+        return self("\x00".join(("client", issuer or "", tenant or "", patient_id)))
+
 
 def _stored_key(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,10 @@ import pytest
 import requests
 from conftest import EXAMPLES, check_answer
 from prometheus_client.parser import text_string_to_metric_families
-from servers import BIN, postgres_database, start_service, stop
+from servers import BIN, free_port, postgres_database, start_service, stop
 
 from cds_service.cards import CARD_NAMESPACE
+from cds_service.keys import make_key_pair, sign_token
 
 DAY0 = datetime(2026, 11, 20, 12, tzinfo=UTC)  # the examples' day
 SYSTEM = "https://crampcds.dev/fhir/CodeSystem/override-reason"
@@ -423,3 +424,63 @@ def test_over_postgresql_a_warning_is_back_on_day_8_and_on_new_evidence(shared):
     assert "electrolyte-cramp-cause" in cards_of(two.at(8), scenario, who)
     lower = with_potassium(request_for(scenario, who), 2.9, "2026-11-21T08:00:00Z")
     assert "electrolyte-cramp-cause" in call(two.at(7), lower)
+
+
+# --- one patient id, several EHRs ------------------------------------------------------------
+
+
+def test_a_patient_id_quieted_at_one_ehr_is_not_quiet_at_another(tmp_path):
+    """A patient id means something only within the EHR that sent it: feedback from one
+    issuer (or tenant) never quiets the cards of another's patient who has the same id."""
+    issuers = {}
+    for name in ("https://ehr-a.example", "https://ehr-b.example"):
+        keys = tmp_path / f"keys-{len(issuers)}"
+        issuers[name] = (keys, make_key_pair(keys, "ES384"))
+    trust = tmp_path / "trust.json"
+    trust.write_text(
+        json.dumps(
+            {
+                "issuers": [
+                    {"iss": iss, "jwks": json.loads((keys / "jwks.json").read_text())}
+                    for iss, (keys, _) in issuers.items()
+                ]
+            }
+        )
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "CDS_TRUST_CONFIG": str(trust),
+        "CDS_PUBLIC_BASE_URL": base,
+        "CDS_FIXED_NOW": day(0),
+    }
+    service = start_service(tmp_path, env, workers=1, auth=True, port=port)
+
+    def post(iss: str, path: str, body: dict) -> requests.Response:
+        keys, kid = issuers[iss]
+        token = sign_token(keys / "private-key.pem", kid=kid, iss=iss, aud=f"{base}{path}")
+        headers = {"Authorization": f"Bearer {token}"}
+        return requests.post(f"{base}{path}", json=body, headers=headers, timeout=30)
+
+    def labs_card(iss: str, who: str) -> dict | None:
+        answer = post(iss, f"/cds-services/{PATIENT_VIEW}", request_for("cramps-only", who))
+        assert answer.status_code == 200, answer.text
+        cards = {c["source"]["topic"]["code"]: c for c in answer.json()["cards"]}
+        return cards.get("cramp-labs-missing")
+
+    try:
+        a, b = issuers
+        who = patient("cramps-only")  # the same id at both EHRs: two different people
+        card = labs_card(a, who)
+        item = {
+            "card": card["uuid"],
+            "outcome": "overridden",
+            "overrideReason": {"reason": {"system": SYSTEM, "code": "already-addressed"}},
+            "outcomeTimestamp": "2026-11-20T12:05:00Z",
+        }
+        stored = post(a, f"/cds-services/{PATIENT_VIEW}/feedback", {"feedback": [item]})
+        assert stored.status_code == 200, stored.text
+        assert labs_card(a, who) is None  # quiet for EHR A's patient
+        assert labs_card(b, who) is not None  # EHR B's patient with the same id: shown
+    finally:
+        stop(service.process)
