@@ -126,6 +126,14 @@ def is_valid(name: str, document: object) -> bool:
         return False
 
 
+def warm_up() -> None:
+    """Build both validators of every schema now, and walk `jsonschema`'s error path once
+    (the first request would otherwise do it)."""
+    for name in _SCHEMA_FILES:
+        compiled(name)
+        problems(name, {})
+
+
 def schema(name: str) -> dict:
     return _registry().contents(f"{SCHEMA_BASE}{name}.json")
 
