@@ -124,6 +124,10 @@ def is_valid(name: str, document: object) -> bool:
         return compiled(name).is_valid(document)
     except Exception:  # noqa: BLE001 - any refusal to read: `jsonschema` decides
         return False
+    except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException
+        if type(exc).__name__ != "PanicException":
+            raise
+        return False
 
 
 def warm_up() -> None:
