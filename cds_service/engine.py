@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import cards, notes, quiet, terminology, validation
+from . import cards, fhircheck, notes, quiet, terminology, validation
 from .chart import build_chart
 from .errors import InvalidRequest, Issue
 from .fhir_client import FhirClient
@@ -63,6 +63,13 @@ class Engine:
 
     def close(self) -> None:
         self.client.close()
+
+    def warm_up(self) -> None:
+        """Load now what the first requests would load lazily (both validators of every schema,
+        the FHIR models of the resources rules read): a served worker calls this before it
+        freezes its start-up objects out of the garbage collector (server.py)."""
+        validation.warm_up()
+        fhircheck.warm_up()
 
     def evaluate(
         self,

@@ -46,6 +46,13 @@ _REQUIRED_PLACEHOLDERS = {  # elements R4B requires that no rule reads
 }
 
 
+def warm_up() -> None:
+    """Import and build the fhir.resources models of the resources rules read now (the first
+    record with an element that is not plain would otherwise load them mid-request)."""
+    for kind in READ_ELEMENTS:
+        fhir_problem(f"{kind}/warm-up", {"resourceType": kind, "status": 1})
+
+
 def fhir_problem(reference: str, resource: dict) -> str | None:
     """Why the elements of a resource that rules read are not valid FHIR R4B, or None."""
     kind = resource.get("resourceType", "")

@@ -56,11 +56,16 @@ def _take_turns(worker, req, environ, resp) -> None:
 
 def _settle(worker) -> None:
     """Once the worker has loaded the app: what start-up allocated (schemas, value sets, card
-    content, fhir.resources' models) moves out of the garbage collector's sight, so a full
-    collection scans only what requests allocate (measured: 25-40 ms pauses before, a few
-    ms after), and copy-on-write pages stay shared."""
+    content, fhir.resources' models, both validators of every schema: loaded first, not by
+    the first requests) moves out of the garbage collector's sight, so a full collection
+    scans only what requests allocate (measured: 25-40 ms pauses while serving before; none
+    over 2 ms after, in a 16 s wrk run), and copy-on-write pages stay shared."""
     import gc
 
+    extensions = getattr(worker.wsgi, "extensions", None) or {}
+    engine = extensions.get("cds_engine")
+    if engine is not None:
+        engine.warm_up()
     gc.collect()
     gc.freeze()
 

@@ -124,6 +124,18 @@ def is_valid(name: str, document: object) -> bool:
         return compiled(name).is_valid(document)
     except Exception:  # noqa: BLE001 - any refusal to read: `jsonschema` decides
         return False
+    except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException
+        if type(exc).__name__ != "PanicException":
+            raise
+        return False
+
+
+def warm_up() -> None:
+    """Build both validators of every schema now, and walk `jsonschema`'s error path once
+    (the first request would otherwise do it)."""
+    for name in _SCHEMA_FILES:
+        compiled(name)
+        problems(name, {})
 
 
 def schema(name: str) -> dict:
