@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from servers import ServiceProcess, free_port, start_service, stop, wait_until_u
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+DEPLOYMENT = ROOT / "deploy" / "k8s" / "deployment.yaml"
 NGINX = Path("/usr/sbin/nginx")
 # `server cds-1:8080 max_fails=1 fail_timeout=5s;`: the compose service name, the port, options.
 UPSTREAM_SERVER = re.compile(
@@ -91,6 +93,47 @@ def nginx_check(conf: Path, prefix: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=30,
+    )
+
+
+def prestop_command(deployment: dict | None = None) -> list[str]:
+    """The preStop exec command of deploy/k8s/deployment.yaml's container."""
+    if deployment is None:
+        import yaml
+
+        deployment = yaml.safe_load(DEPLOYMENT.read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container["lifecycle"]["preStop"]["exec"]["command"]
+
+
+# The preStop script's settings, one `NAME = value` line each.
+PRESTOP_SETTING = re.compile(r"^(?P<name>URL|SETTLE_S|WAIT_S) = (?P<value>.+)$", re.M)
+
+
+def prestop_settings(script: str) -> dict[str, object]:
+    import ast
+
+    return {m["name"]: ast.literal_eval(m["value"]) for m in PRESTOP_SETTING.finditer(script)}
+
+
+def render_prestop(health_url: str, settle_s: float, wait_s: float) -> str:
+    """The deployment's preStop script with its three settings replaced (the URL of a test
+    service's /health, shorter waits); nothing else changes."""
+    script = prestop_command()[2]
+    wanted = {"URL": health_url, "SETTLE_S": settle_s, "WAIT_S": wait_s}
+    if set(prestop_settings(script)) != set(wanted):
+        raise ValueError("the preStop script must set URL, SETTLE_S and WAIT_S once each")
+    return PRESTOP_SETTING.sub(lambda m: f"{m['name']} = {wanted[m['name']]!r}", script)
+
+
+def start_prestop(health_url: str, settle_s: float = 0, wait_s: float = 60) -> subprocess.Popen:
+    """The deployment's preStop command, run here as the kubelet runs it in the pod."""
+    command = prestop_command()
+    return subprocess.Popen(
+        [sys.executable, command[1], render_prestop(health_url, settle_s, wait_s)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -9,24 +9,38 @@
   one the service reads.
 - deploy/k8s/: every manifest passes kubernetes-validate (strict: no unknown field) for the
   pinned Kubernetes versions; the probes, ports, Secrets and ConfigMap fit together and the
-  probe paths answer 200 on a running service.
+  probe paths answer 200 on a running service; Prometheus may scrape the pods (CDS_METRICS_ALLOW,
+  scrape annotations); the preStop hook waits, bounded by the grace period, for the audit spool
+  to drain (run here against a running service; tests/test_multi_instance.py runs it while a
+  spool drains).
 """
 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import requests
 import yaml
-from cluster import NGINX_CONF, install_nginx, nginx_check, render_nginx_conf, upstream_servers
-from servers import BIN
+from cluster import (
+    NGINX_CONF,
+    install_nginx,
+    nginx_check,
+    prestop_command,
+    prestop_settings,
+    render_nginx_conf,
+    start_prestop,
+    upstream_servers,
+)
+from servers import BIN, free_port
 
 from cds_service.settings import Settings
 
@@ -352,3 +366,67 @@ def test_the_migration_command_exists():
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def container_port(deployment: dict) -> int:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    return int(command[command.index("--port") + 1])
+
+
+def test_kubernetes_prometheus_may_scrape_every_pod_directly():
+    """In-cluster Prometheus scrapes each pod on its own port: the ConfigMap lets a network in
+    (the default, loopback only, would answer it 404) and the pod template says where."""
+    (deployment,) = of_kind("Deployment")
+    (configmap,) = of_kind("ConfigMap")
+    allowed = Settings.from_env(configmap["data"]).metrics_allow
+    assert allowed, "CDS_METRICS_ALLOW must name the network Prometheus scrapes from"
+    for network in map(ipaddress.ip_network, allowed):
+        assert network.is_private and not network.is_loopback, network
+        assert network.prefixlen >= 8, network  # a pod network, never "everyone"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == container_port(deployment)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_kubernetes_prestop_waits_for_the_spool_within_the_grace_period():
+    """The pod's audit spool is an emptyDir: the preStop hook holds a deleted pod until its
+    spool is empty, within the termination grace period, and leaves gunicorn its graceful
+    stop after it."""
+    (deployment,) = of_kind("Deployment")
+    command = prestop_command(deployment)
+    assert command[:2] == ["python", "-c"] and len(command) == 3  # the image has no curl
+    script = command[2]
+    compile(script, "preStop", "exec")  # a syntax error would skip the wait unseen
+    settings = prestop_settings(script)
+    assert settings["URL"] == f"http://127.0.0.1:{container_port(deployment)}/health"
+    assert 1 <= settings["SETTLE_S"] < settings["WAIT_S"]
+    # One last /health (3 s timeout) and pause (1 s) may start just before WAIT_S ends; then
+    # gunicorn's graceful stop (server.py) must fit in what is left.
+    graceful = int(
+        re.search(r'"graceful_timeout": (\d+)', (ROOT / "cds_service" / "server.py").read_text())[1]
+    )
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert settings["WAIT_S"] + 3 + 1 + graceful <= grace
+    assert '.get("spool")' in script
+
+
+def test_kubernetes_prestop_ends_at_once_on_an_empty_spool(service):
+    """On a running service with nothing spooled the hook returns after its first /health."""
+    hook = start_prestop(f"{service.base_url}/health", settle_s=0, wait_s=30)
+    _, stderr = hook.communicate(timeout=25)
+    assert hook.returncode == 0, stderr
+    assert stderr == ""
+
+
+def test_kubernetes_prestop_gives_up_at_its_deadline():
+    """A /health that never says spool 0 (here: nothing listens) holds the pod for WAIT_S,
+    then the hook exits 0 (gunicorn still stops gracefully), saying why."""
+    started = time.monotonic()
+    hook = start_prestop(f"http://127.0.0.1:{free_port()}/health", settle_s=0, wait_s=2)
+    _, stderr = hook.communicate(timeout=30)
+    took = time.monotonic() - started
+    assert hook.returncode == 0
+    assert 2 <= took < 2 + 3 + 1 + 5  # WAIT_S, one more try and pause, process start-up
+    assert "audit spool None after 2 s" in stderr

@@ -5,11 +5,19 @@
   succeeds, and a GET in flight is retried on the other instance.
 - nginx refuses a body over the service's limit itself, with an OperationOutcome; one of
   exactly the limit goes through.
+- /metrics is never served through nginx (every request reaches the instances from 127.0.0.1,
+  which they let read it), while each instance answers it directly on loopback.
 - With CDS_DATABASE_URL and CDS_REDIS_URL shared by both instances (a fresh PostgreSQL database
-  migrated with `cds-service db upgrade`, a Redis key prefix of its own): a token used on one
+  migrated with `cds-service db upgrade`, a Redis key prefix of its own), reached through a
+  TcpProxy per server that the tests cut and restore, authentication on: a token used on one
   instance is refused on the other, directly and through nginx; feedback is stored once
   whichever instance takes it; `cds-service analytics --json` counts every call of both.
-  Without PostgreSQL or Redis these skip, except under CI, where they fail.
+  PostgreSQL cut: hook calls through nginx still answer with cards on both instances, feedback
+  gets the service's 503 (never retried, never nginx's 502), and once restored both spools
+  drain: every call audited exactly once; the deployment's preStop hook waits meanwhile. Redis
+  cut: authenticated calls through nginx answer 503 on both instances, then 200 by themselves.
+  Without PostgreSQL or Redis these skip, except under CI, where they fail (and without nginx,
+  which tests/cluster.py installs, they fail).
 """
 
 from __future__ import annotations
@@ -28,10 +36,19 @@ from dataclasses import dataclass, field
 import jwt
 import pytest
 import requests
-from cluster import Cluster, cluster
+import sqlalchemy as sa
+from cluster import Cluster, cluster, start_prestop
 from conftest import EXAMPLE_NOW, load_scenario
 from cryptography.hazmat.primitives.asymmetric import ec
-from servers import BIN, REDIS_TEST_URL, free_port, postgres_database, redis_prefix
+from servers import (
+    BIN,
+    REDIS_TEST_URL,
+    TcpProxy,
+    free_port,
+    postgres_database,
+    redis_prefix,
+    url_through,
+)
 
 from cds_service.rules import RULE_IDS
 from cds_service.settings import Settings
@@ -49,6 +66,24 @@ def access_log(running: Cluster) -> list[re.Match]:
     return [
         m for line in running.nginx.log_path.read_text().splitlines() if (m := ACCESS.match(line))
     ]
+
+
+def wait_for(check: Callable[[], object], seconds: float = 15.0):
+    """`check()` once it is truthy, or its last value after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return value
+
+
+def assert_503_outcome(response: requests.Response) -> None:
+    """The service's own answer when a shared server does not answer, passed on by nginx."""
+    assert response.status_code == 503, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"][0]["code"] == "transient"
+    assert int(response.headers["Retry-After"]) > 0
 
 
 def logged(running: Cluster, enough: Callable[[list[re.Match]], bool]) -> list[re.Match]:
@@ -77,8 +112,12 @@ def test_nginx_spreads_calls_over_both_instances(pair):
         assert answer.status_code == 200, answer.text
         assert answer.json()["cards"]
     both = {pair.address(0), pair.address(1)}
-    log = logged(pair, lambda log: {m["upstream"] for m in log if m["method"] == "POST"} >= both)
-    assert {m["upstream"] for m in log if m["method"] == "POST"} == both
+
+    def answered(log: list[re.Match]) -> set[str]:  # (a 413 of another test has upstream -)
+        return {m["upstream"] for m in log if m["method"] == "POST" and m["status"] == "200"}
+
+    log = logged(pair, lambda log: answered(log) >= both)
+    assert answered(log) == both
     assert requests.get(f"{pair.url}/health", timeout=10).json()["status"] == "ok"
 
 
@@ -106,6 +145,29 @@ def test_body_limit_at_nginx_equals_the_service_limit(pair):
     refused = logged(pair, lambda log: any(m["status"] == "413" for m in log))
     refused = [m for m in refused if m["status"] == "413"]
     assert [m["upstream"] for m in refused] == ["-"]  # refused by nginx itself
+
+
+def test_metrics_are_never_served_through_nginx(pair):
+    """nginx runs on the instances' host here, as in many deployments: every request reaches
+    them from 127.0.0.1, which CDS_METRICS_ALLOW lets in by default. nginx answers /metrics
+    itself (404, an OperationOutcome, as for an unknown path), under whatever spelling of the
+    path it normalises to /metrics; the instances still answer it directly on loopback."""
+    for path in ("/metrics", "/metrics?name[]=cds_cards_total", "//metrics", "/%6Detrics"):
+        answer = requests.get(f"{pair.url}{path}", timeout=10)
+        assert answer.status_code == 404, path
+        assert answer.headers["Content-Type"].startswith("application/json"), path
+        outcome = answer.json()
+        assert outcome["resourceType"] == "OperationOutcome", path
+        assert outcome["issue"][0]["code"] == "not-found", path
+        assert "cds_" not in answer.text, path
+    assert requests.head(f"{pair.url}/metrics", timeout=10).status_code == 404
+    log = logged(pair, lambda log: sum(m["path"] == "/metrics" for m in log) >= 5)
+    scraped = [m for m in log if m["path"] == "/metrics"]
+    assert len(scraped) >= 5 and all(m["upstream"] == "-" for m in scraped)
+    for instance in pair.instances:
+        direct = requests.get(f"{instance.base_url}/metrics", timeout=10)
+        assert direct.status_code == 200
+        assert "cds_http_requests_total" in direct.text
 
 
 def test_a_shared_server_down_does_not_take_the_instances_out_of_nginx(tmp_path):
@@ -237,8 +299,10 @@ class Shared:
     checked whatever ran before."""
 
     running: Cluster
-    env: dict[str, str]
+    env: dict[str, str]  # direct URLs, for the CLI and the test's own reads
     key: ec.EllipticCurvePrivateKey
+    pg: TcpProxy  # between the instances and PostgreSQL
+    redis: TcpProxy  # between the instances and Redis
     fired: Counter = field(default_factory=Counter)  # rule id -> cards shown
     overridden: Counter = field(default_factory=Counter)  # rule id -> outcomes stored
     card_rules: dict[str, str] = field(default_factory=dict)  # card uuid -> rule id
@@ -256,10 +320,12 @@ class Shared:
         }
         return jwt.encode(claims, self.key, "ES384", headers={"kid": KID, "typ": "JWT"})
 
-    def hook(self, base_url: str, token: str | None = None) -> requests.Response:
+    def hook(
+        self, base_url: str, token: str | None = None, hook_instance: str | None = None
+    ) -> requests.Response:
         path = f"/cds-services/{SERVICE}"
         request, _ = load_scenario("mixed-three-causes")
-        request["hookInstance"] = str(uuid.uuid4())
+        request["hookInstance"] = hook_instance or str(uuid.uuid4())
         answer = requests.post(
             f"{base_url}{path}",
             json=request,
@@ -302,6 +368,32 @@ class Shared:
         assert done.returncode == 0, done.stderr
         return {row["rule_id"]: row for row in json.loads(done.stdout)}
 
+    def query(self, statement: str, **params) -> list[tuple]:
+        """Rows read from the shared database directly (not through the proxy)."""
+        url = sa.make_url(self.env["CDS_DATABASE_URL"]).set(drivername="postgresql+psycopg")
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as connection:
+                return [tuple(r) for r in connection.execute(sa.text(statement), params)]
+        finally:
+            engine.dispose()
+
+    def settled(self) -> bool:
+        """Whether every call made so far is written to PostgreSQL: a marker call on each
+        instance (one worker each: its audit writer takes rows in order) is stored."""
+        markers = [str(uuid.uuid4()) for _ in self.running.instances]
+        for instance, marker in zip(self.running.instances, markers, strict=True):
+            assert self.hook(instance.base_url, hook_instance=marker).status_code == 200
+        count = "SELECT count(*) FROM invocation WHERE hook_instance = ANY(:m)"
+        return bool(wait_for(lambda: self.query(count, m=markers) == [(len(markers),)]))
+
+    def spools(self) -> list[int]:
+        """Each instance's audit rows waiting for the database (/health, on the instance)."""
+        return [
+            requests.get(f"{i.base_url}/health", timeout=10).json()["spool"]
+            for i in self.running.instances
+        ]
+
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
@@ -330,11 +422,23 @@ def shared(tmp_path_factory):
             timeout=120,
         )
         assert upgrade.returncode == 0, upgrade.stderr
+        # The instances reach both servers through a proxy each, which the fault tests cut.
+        database, cache = sa.make_url(database_url), sa.make_url(REDIS_TEST_URL)
+        pg = TcpProxy(database.host, database.port or 5432)
+        redis = TcpProxy(cache.host, cache.port or 6379)
         instance_env = {k: v for k, v in env.items() if k != "CDS_DATA_DIR"}
-        with cluster(
-            workdir, count=2, env=instance_env, auth=True, nginx_port=nginx_port
-        ) as running:
-            yield Shared(running, env, key)
+        instance_env["CDS_DATABASE_URL"] = url_through(database_url, pg)
+        instance_env["CDS_REDIS_URL"] = url_through(REDIS_TEST_URL, redis)
+        # Both instances hash patients with one key (start_service derives it from the
+        # database name, which the proxied URL keeps).
+        try:
+            with cluster(
+                workdir, count=2, env=instance_env, workers=1, auth=True, nginx_port=nginx_port
+            ) as running:
+                yield Shared(running, env, key, pg, redis)
+        finally:
+            pg.cut()
+            redis.cut()
 
 
 def test_a_token_used_on_one_instance_is_refused_on_the_other(shared):
@@ -405,3 +509,108 @@ def test_analytics_count_every_call_of_both_instances(shared):
         time.sleep(0.5)
     assert seen == expected
     assert sum(f for f, _ in seen.values()) >= 4 * 3  # four calls, three causes each
+
+
+def test_postgresql_cut_behind_nginx_loses_no_audit_row_and_feedback_waits(shared):
+    """PostgreSQL unreachable from both instances: hook calls through nginx answer with cards
+    on both, their audit rows spool on each; feedback through nginx gets the service's 503
+    (passed on once, never retried, never nginx's 502). The deployment's preStop hook holds
+    while a spool has rows. Restored: both spools drain by themselves, every call of the outage
+    is in PostgreSQL exactly once with the cards it showed, and the refused feedback, sent
+    again, is stored once."""
+    running = shared.running
+
+    def refused_feedback(log: list[re.Match]) -> list[re.Match]:
+        return [m for m in log if m["path"].endswith("/feedback") and m["status"] == "503"]
+
+    # Nothing of earlier calls is left to spool: the spools will hold this test's rows only.
+    assert shared.settled()
+    assert wait_for(lambda: shared.spools() == [0, 0])
+    before = len(refused_feedback(logged(running, lambda log: True)))
+    calls = 8
+    sent: list[str] = []  # hookInstance of each call made during the outage
+    shown: list[str] = []  # the uuids of the cards they answered
+    prestop = None
+    try:
+        shared.pg.cut()
+        try:
+            for _ in range(calls):
+                sent.append(str(uuid.uuid4()))
+                answer = shared.hook(running.url, hook_instance=sent[-1])
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["cards"]
+                shown += [card["uuid"] for card in answer.json()["cards"]]
+            # Both instances served: each spooled its own calls' rows.
+            wait_for(lambda: sum(shared.spools()) == calls)
+            spools = shared.spools()
+            assert sum(spools) == calls and min(spools) > 0, spools
+
+            assert_503_outcome(shared.feedback(running.url, shown[0]))
+            log = logged(running, lambda log: len(refused_feedback(log)) > before)
+            (line,) = refused_feedback(log)[before:]
+            assert line["us"] == "503"  # the instance's answer, passed on as it was
+            assert line["upstream"] in {running.address(0), running.address(1)}  # one try
+
+            # A pod deleted now would lose its spool with its emptyDir: its preStop hook waits.
+            prestop = start_prestop(f"{running.instances[0].base_url}/health", wait_s=60)
+            time.sleep(2)
+            assert prestop.poll() is None, prestop.communicate()
+        finally:
+            shared.pg.restore()
+        # Restored: the hook ends once the instance's spool is written (long before 60 s).
+        _, stderr = prestop.communicate(timeout=30)
+        assert prestop.returncode == 0 and stderr == ""
+        assert shared.spools()[0] == 0
+    finally:
+        if prestop is not None and prestop.poll() is None:
+            prestop.kill()
+            prestop.wait()
+    assert wait_for(lambda: shared.spools() == [0, 0])
+    stored = shared.query(
+        "SELECT hook_instance, count(*) FROM invocation WHERE hook_instance = ANY(:sent) "
+        "GROUP BY hook_instance",
+        sent=sent,
+    )
+    assert dict(stored) == {hook_instance: 1 for hook_instance in sent}  # none lost, none twice
+    cards = shared.query(
+        "SELECT c.card_uuid FROM card c JOIN invocation i ON i.id = c.invocation_id "
+        "WHERE i.hook_instance = ANY(:sent)",
+        sent=sent,
+    )
+    assert sorted(card for (card,) in cards) == sorted(shown)
+    # The refused feedback, sent again through nginx, is stored once.
+    again = shared.feedback(running.url, shown[0])
+    assert again.status_code == 200 and again.json() == {"received": 1, "stored": 1}
+    assert shared.feedback(running.url, shown[0]).json() == {"received": 1, "stored": 0}
+    assert shared.query("SELECT count(*) FROM feedback WHERE card_uuid = :c", c=shown[0]) == [(1,)]
+
+
+def test_redis_cut_behind_nginx_fails_closed_and_recovers_by_itself(shared):
+    """Redis unreachable from both instances: a replay cannot be ruled out, so authenticated
+    calls through nginx answer the service's 503 OperationOutcome on both instances (never
+    200, never 500, never nginx's 502); restored, they answer 200 again without a restart."""
+    running = shared.running
+    assert shared.hook(running.url).status_code == 200
+
+    def refusals(log: list[re.Match]) -> list[re.Match]:
+        return [m for m in log if m["status"] == "503" and not m["path"].endswith("/feedback")]
+
+    before = len(refusals(logged(running, lambda log: True)))
+    calls = 6
+    shared.redis.cut()
+    try:
+        for _ in range(calls):
+            assert_503_outcome(shared.hook(running.url))
+        assert_503_outcome(shared.feedback(running.url, str(uuid.uuid4())))
+        log = logged(running, lambda log: len(refusals(log)) >= before + calls)
+    finally:
+        shared.redis.restore()
+    refused = refusals(log)[before:]
+    assert len(refused) == calls
+    assert all(m["us"] == "503" for m in refused)  # each passed on once, as the instance said
+    assert {m["upstream"] for m in refused} == {running.address(0), running.address(1)}
+    assert not [m for m in log if m["status"] in ("500", "502")]
+    # Back by themselves: through nginx, and on each instance.
+    assert wait_for(lambda: shared.hook(running.url).status_code == 200, seconds=10)
+    for instance in running.instances:
+        assert wait_for(lambda i=instance: shared.hook(i.base_url).status_code == 200)
