@@ -165,7 +165,7 @@ class Spool:
         self._claimed.clear()
 
 
-def _lines(fd: int, block: int = 1 << 20) -> Iterator[bytes]:
+def _lines(fd: int, block: int = 1 << 18) -> Iterator[bytes]:
     """The lines of a file, read a block at a time from the start (the last one may lack its
     newline: a write cut short)."""
     offset, rest = 0, b""
