@@ -180,12 +180,16 @@ def health():
 
 @bp.get("/health/ready")
 def ready():
-    """Readiness: 503 while a configured database or Redis does not answer (a load balancer
-    or Kubernetes sends traffic elsewhere meanwhile)."""
+    """Readiness: 503 with the reason while a configured database or Redis does not answer,
+    or the database's schema is behind (from the state the worker last found: never waits)."""
+    from .stores.health import readiness
+
     state = current_app.extensions["cds_stores"].health()
-    down = "unavailable" in (state["database"], state["redis"])
-    body = {"status": "unavailable" if down else "ok", "version": __version__, **state}
-    return json_response(body, 503 if down else 200)
+    reason = readiness(state)
+    body = {"status": "unavailable" if reason else "ok", "version": __version__, **state}
+    if reason:
+        body["reason"] = reason
+    return json_response(body, 503 if reason else 200)
 
 
 @bp.get("/openapi.json")
@@ -251,7 +255,7 @@ def feedback(service_id: str):
     items = parse_feedback(read_json())
     stored = current_app.extensions["cds_feedback"].add(service.id, items)
     # Issue 16: already-addressed / patient-declined quiet the card's rule for its patient.
-    current_app.extensions["cds_quiet"].on_feedback(items, _today(), _security().audit.flush)
+    current_app.extensions["cds_quiet"].on_feedback(items, _today(), _security().audit.write_queued)
     metrics.feedback(items)
     return json_response({"received": len(items), "stored": stored})
 

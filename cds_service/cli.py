@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from . import __version__
-from .errors import CdsError, ConfigurationError
+from .errors import CdsError, ConfigurationError, StoreUnavailable
 from .services import SERVICES
 from .settings import Settings
 
@@ -22,11 +22,51 @@ HOOKS = {service.hook: service for service in SERVICES}
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command in ("db", "analytics", "quiet"):
+        # The stores' JSON event lines are for a service's log; here the one line below says it.
+        logging.getLogger("cds_service.stores").setLevel(logging.ERROR)
     try:
         return args.run(args)
+    except StoreUnavailable:
+        # (`answering` logged the driver's error type; the message is the HTTP answer's)
+        print(f"cds-service: the database {_where()} is not available", file=sys.stderr)
+        return 2
     except (CdsError, ConfigurationError, OSError) as exc:
         print(f"cds-service: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        line = _database_failure(exc)
+        if line is None:
+            raise  # a defect: its traceback is what a bug report needs
+        print(f"cds-service: {line}", file=sys.stderr)
+        return 2
+
+
+def _database_failure(exc: Exception) -> str | None:
+    """One line for a database that does not answer (refused, timed out, a wrong password):
+    the URL with its password hidden, the driver's first line with it hidden too."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    import sqlalchemy as sa
+
+    from .stores.sql import is_unavailable, safe_url
+
+    if not (isinstance(exc, sa.exc.SQLAlchemyError) and is_unavailable(exc)):
+        return None
+    url = os.environ.get("CDS_DATABASE_URL", "")
+    cause = getattr(exc, "orig", None) or exc
+    detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    password = sa.make_url(url).password if url and safe_url(url) != "(unparsable URL)" else None
+    if password:
+        detail = detail.replace(str(password), "***")
+    return f"the database {_where()} is not available ({type(cause).__name__}: {detail})"
+
+
+def _where() -> str:
+    from .stores.sql import safe_url
+
+    url = os.environ.get("CDS_DATABASE_URL", "")
+    return safe_url(url) if url else "(the embedded files in CDS_DATA_DIR)"
 
 
 def _parser() -> argparse.ArgumentParser:

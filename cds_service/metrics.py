@@ -71,7 +71,7 @@ AUTH_REASONS = (
     "replay",
     "other",
 )
-STORES = ("audit", "feedback", "replay", "analytics", "sessions")
+STORES = ("audit", "feedback", "replay", "analytics", "sessions", "quiet")
 FEEDBACK_OUTCOMES = ("accepted", "overridden")
 INDICATORS = ("info", "warning", "critical")
 OTHER = "other"

@@ -89,16 +89,17 @@ def _errors(*codes: int) -> dict:
 
 
 def _health(status: str) -> dict:
-    state = {"enum": ["ok", "unavailable", "not configured"]}
+    state = {"enum": ["ok", "unavailable", "not configured", "starting"]}
     schema = {
         "type": "object",
         "required": ["status", "version", "database", "redis", "spool"],
         "properties": {
             "status": {"const": status},
             "version": {"type": "string"},
-            "database": state,
+            "database": {"enum": [*state["enum"], "behind"]},  # behind: the schema is older
             "redis": state,
             "spool": {"type": "integer", "minimum": 0, "description": "audit rows waiting"},
+            "reason": {"type": "string", "description": "why not ready (503 only)"},
         },
     }
     return {"application/json": {"schema": schema}}
@@ -116,7 +117,8 @@ def document() -> dict:
         },
         "/health/ready": {
             "get": {
-                "summary": "Readiness: 503 while a configured database or Redis does not answer",
+                "summary": "Readiness: 503 while a configured database or Redis does not answer "
+                "or the database schema is behind",
                 "security": [],
                 "responses": {
                     "200": {"description": "Ready", "content": _health("ok")},

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
-from . import cards
+from . import cards, metrics
 from .chart import NoteFact
 from .errors import StoreUnavailable
 from .feedback import canonical_card
@@ -266,8 +266,10 @@ class Quieting:
         if patient_hash and candidates:
             try:
                 entries = self._entries(patient_hash, today)
-            except StoreUnavailable:  # the database is down: show every card (never hide one)
-                log.warning(json.dumps({"event": "quiet_unavailable"}))
+            except Exception as exc:  # any store failure: show every card (never hide one)
+                if not isinstance(exc, StoreUnavailable):  # (that one is counted already)
+                    metrics.store_error("quiet")
+                log.warning(json.dumps({"event": "quiet_unavailable", "error": type(exc).__name__}))
         shown, quieted, audited = [], [], []
         for card, rule_id, indicator, digest in keyed:
             entry = next((e for e in entries if holds(e, rule_id, indicator, digest, today)), None)
@@ -292,7 +294,8 @@ class Quieting:
     ) -> int:
         """Record a quiet entry for each quieting override; the number of new entries (pending
         ones included). Items have passed the feedback schema. `flush` writes this process's
-        queued audit rows first (the card was most likely served here moments ago).
+        queued audit rows first (the card was most likely served here moments ago), and only
+        those: never the spool's backlog, which is the audit writer's.
         StoreUnavailable when the database does not answer (the feedback is sent again)."""
         overrides = []
         for item in items:

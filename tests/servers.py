@@ -373,7 +373,10 @@ def url_through(url: str, proxy: TcpProxy) -> str:
 class TcpProxy:
     """A threaded TCP forwarder on 127.0.0.1 to `target`: a fault test puts it between the
     service and PostgreSQL or Redis. `cut()` closes the listener and every live connection
-    (new connections are refused); `restore()` listens again on the same port."""
+    (new connections are refused); `black_hole()` keeps accepting connections and never
+    answers on any (what the client sends is read and dropped, as by a server that hangs or a
+    network that drops packets); `restore()` ends either (a black hole's connections are
+    closed) and forwards again on the same port."""
 
     def __init__(self, target_host: str, target_port: int, port: int | None = None):
         self.target = (target_host, target_port)
@@ -381,9 +384,16 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        self._holing = False
         self.restore()
 
+    def black_hole(self) -> None:
+        self._holing = True
+
     def restore(self) -> None:
+        if self._listener is not None:  # from a black hole: its connections end
+            self.cut()
+        self._holing = False
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -412,6 +422,11 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            if self._holing:  # accepted, read and never answered
+                with self._lock:
+                    self._sockets.add(client)
+                threading.Thread(target=self._pipe, args=(client, None), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=3)
             except OSError:
@@ -427,15 +442,16 @@ class TcpProxy:
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket | None) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if sink is not None and not self._holing:
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
             for sock in (source, sink):
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, AttributeError):
                     sock.shutdown(socket.SHUT_RDWR)
             with self._lock:
                 self._sockets.discard(source)

@@ -316,6 +316,34 @@ def test_a_granted_user_signs_in_and_uses_the_console_with_its_csrf_token(world)
     assert '"console_user": "reviewer"' in log and '"event": "console_sign_in"' in log
 
 
+def test_a_quiet_entry_lifted_in_the_console_names_the_signed_in_user(world):
+    landed = sign_in(world, REVIEWER)
+    browser, token = landed.session, csrf_of(landed.text)
+    headers = {"X-CSRF-Token": token}
+    example = browser.get(f"{world.base}/console/examples/scenarios/cramps-only", timeout=30)
+    request = {**example.json()["request"], "hookInstance": str(uuid.uuid4())}
+    # A patient of its own (another test may quiet the example patient's card): its id
+    # everywhere the request names it.
+    patient = f"lift-{uuid.uuid4()}"
+    text = json.dumps(request).replace('"cramps-only"', f'"{patient}"')
+    request = json.loads(text.replace('"Patient/cramps-only"', f'"Patient/{patient}"'))
+    url = f"{world.base}/console/api/cds-services/{PV}"
+    answer = browser.post(url, json=request, headers=headers, timeout=30)
+    [card] = [c for c in answer.json()["cards"] if c["indicator"] == "info"][:1]
+    [reason] = [r for r in card["overrideReasons"] if r["code"] == "already-addressed"]
+    item = {"card": card["uuid"], "outcome": "overridden", "overrideReason": {"reason": reason}}
+    item["outcomeTimestamp"] = "2026-11-20T12:05:00Z"
+    sent = browser.post(f"{url}/feedback", json={"feedback": [item]}, headers=headers, timeout=30)
+    assert sent.status_code == 200, sent.text
+    with sqlite3.connect(world.service.data_dir / "audit.sqlite3") as db:
+        [(entry,)] = db.execute("SELECT id FROM quiet WHERE card_uuid = ?", (card["uuid"],))
+    lift = f"{world.base}/console/quiet/{entry}/lift"
+    assert browser.post(lift, json={}, headers=headers, timeout=30).json() == {"lifted": True}
+    with sqlite3.connect(world.service.data_dir / "audit.sqlite3") as db:
+        [(by,)] = db.execute("SELECT lifted_by FROM quiet WHERE id = ?", (entry,))
+    assert by == "reviewer"  # the user's subject, not "console"
+
+
 def test_sign_out_needs_the_token_deletes_the_session_and_ends_the_providers(world):
     landed = sign_in(world, REVIEWER)
     browser = landed.session

@@ -206,6 +206,36 @@ def test_with_redis_cut_authenticated_calls_fail_closed_and_recover(faulty):
     assert wait_for(lambda: faulty.health("/health/ready").status_code == 200)
 
 
+def test_with_postgresql_black_holed_health_answers_at_once_and_ready_turns_503(faulty):
+    """A server that accepts connections and never answers (dropped packets, a hung host): a
+    probe's 2 s timeout must not see /health wait (it would restart every pod). Each worker
+    asks in the background; /health answers from what it last found."""
+    assert wait_for(lambda: faulty.health("/health/ready").status_code == 200)
+    faulty.pg.black_hole()
+    try:
+        took = []
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:  # new connections each time: both workers answer
+            for path in ("/health", "/health/ready"):
+                started = time.monotonic()
+                response = faulty.health(path)
+                took.append(time.monotonic() - started)
+                if path == "/health":
+                    assert response.status_code == 200  # liveness: this process serves
+            time.sleep(0.1)
+        assert max(took) < 0.5, sorted(took)[-5:]
+        # by now every worker has noticed (its question's deadline is 3 s)
+        for _ in range(10):
+            answer = faulty.health("/health/ready")
+            assert answer.status_code == 503
+            assert answer.json()["database"] == "unavailable"
+            assert answer.json()["reason"] == "the database does not answer"
+    finally:
+        faulty.pg.restore()
+    assert wait_for(lambda: faulty.health("/health/ready").status_code == 200, seconds=20)
+    assert faulty.hook().status_code == 200
+
+
 def serve(workdir: Path, url: str, hash_key: str | None = "5e" * 32) -> subprocess.Popen:
     env = {**os.environ, "CDS_DATABASE_URL": url, "CDS_DATA_DIR": str(workdir / "data")}
     env.pop("CDS_LOG_HASH_KEY", None)
@@ -345,4 +375,97 @@ def test_the_analytics_command_refuses_bad_dates_in_one_line(dates, tmp_path):
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("cds-service: --from and --to must be dates")
+    assert done.stdout == ""
+
+
+# ------------------------------------------------------ a database back at an older schema
+
+
+def test_a_database_back_behind_this_version_is_not_ready_and_hooks_still_answer(tmp_path):
+    """Down when `serve` checked it, back at an older revision: hook calls answer with every
+    card (never a 500), /health/ready is 503 naming `cds-service db upgrade`, the audit rows
+    wait in the spool, and after the upgrade they are all stored, once."""
+    with postgres_database() as url:
+        parsed = sa.make_url(url)
+        proxy = TcpProxy(parsed.host, parsed.port)
+        proxy.cut()
+        env = {"CDS_DATABASE_URL": url_through(url, proxy), "CDS_FIXED_NOW": EXAMPLE_NOW}
+        service = start_service(tmp_path, env, workers=1)
+        try:
+            engine = sa.create_engine(parsed.set(drivername="postgresql+psycopg"))
+            try:
+                from cds_service.stores import migrate as migrations
+
+                migrations._upgrade(engine, "audit_0001")  # no event ids, digests or quiet
+                migrations._upgrade(engine, "feedback@head")
+            finally:
+                engine.dispose()
+            proxy.restore()
+            base = service.base_url
+
+            def ready() -> requests.Response:
+                return requests.get(f"{base}/health/ready", timeout=10)
+
+            behind = wait_for(lambda: (r := ready()).json()["database"] == "behind" and r)
+            assert behind.status_code == 503
+            assert "cds-service db upgrade" in behind.json()["reason"]
+            request, _ = load_scenario("cramps-only")
+            for _ in range(4):
+                request["hookInstance"] = str(uuid.uuid4())
+                answer = requests.post(f"{base}/cds-services/{SERVICE}", json=request, timeout=30)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["cards"]
+            metrics_text = requests.get(f"{base}/metrics", timeout=10).text
+            errors = {
+                sample.labels["store"]: sample.value
+                for family in text_string_to_metric_families(metrics_text)
+                for sample in family.samples
+                if sample.name == "cds_store_errors_total"
+            }
+            assert errors["quiet"] >= 1 and errors.get("other", 0) == 0
+            lines = [json.loads(x) for x in service.log_text().splitlines() if x.startswith("{")]
+            [said] = [x for x in lines if x.get("event") == "database_schema_behind"]
+            assert "run `cds-service db upgrade`" in said["error"]
+            assert "Traceback" not in service.log_text()
+            assert wait_for(lambda: requests.get(f"{base}/health", timeout=10).json()["spool"])
+            done = migrate(url, tmp_path)
+            assert done.returncode == 0, done.stderr
+            assert wait_for(lambda: ready().status_code == 200)
+
+            def stored() -> list[tuple]:
+                engine = sa.create_engine(parsed.set(drivername="postgresql+psycopg"))
+                try:
+                    with engine.connect() as connection:
+                        statement = "SELECT count(*), count(DISTINCT event_id) FROM invocation"
+                        return [tuple(r) for r in connection.execute(sa.text(statement))]
+                finally:
+                    engine.dispose()
+
+            assert wait_for(lambda: stored() == [(4, 4)])
+        finally:
+            stop(service.process)
+            proxy.cut()
+
+
+# ------------------------------------------------- the CLI with a database that does not answer
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["db", "upgrade"],
+        ["db", "current"],
+        ["analytics", "--from", "2026-11-01", "--to", "2026-11-30", "--json"],
+        ["quiet", "list"],
+    ],
+)
+def test_a_database_that_does_not_answer_is_one_line_without_its_password(command, tmp_path):
+    url = f"postgresql://cds:hunter2-secret@127.0.0.1:{free_port()}/cds"  # nothing listens
+    env = {"CDS_DATABASE_URL": url, "CDS_DATA_DIR": str(tmp_path), "CDS_LOG_HASH_KEY": "ab" * 32}
+    done = cli(command, env)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("cds-service: the database postgresql://cds:***@127.0.0.1:")
+    assert "not available" in line
+    assert "hunter2" not in done.stderr + done.stdout
     assert done.stdout == ""

@@ -26,6 +26,7 @@ from flask import (
     Flask,
     Response,
     current_app,
+    g,
     render_template,
     request,
     session,
@@ -265,8 +266,9 @@ def lift_quiet(entry_id: int):
     quieting = current_app.extensions.get("cds_quiet")
     if quieting is None:
         raise InvalidRequest("Quieting is not configured", "entry")
-    lifted = quieting.lift(entry_id, "console")
-    log.info(json.dumps({"event": "quiet_lifted", "entry": entry_id, "by": "console"}))
+    by = g.get("console_user") or "console"  # the signed-in user's subject, when signed in
+    lifted = quieting.lift(entry_id, by)
+    log.info(json.dumps({"event": "quiet_lifted", "entry": entry_id, "signed_in": by != "console"}))
     return json_response({"lifted": lifted})
 
 

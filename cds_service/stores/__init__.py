@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,7 +25,7 @@ import sqlalchemy as sa
 from ..analytics import Period, RuleActivity
 from ..errors import StoreUnavailable
 from ..settings import Settings
-from . import migrate
+from . import health, migrate
 from .analytics import EmbeddedAnalytics, SharedAnalytics
 from .audit import AuditStore
 from .feedback import FeedbackStore
@@ -61,9 +59,6 @@ class AnalyticsStore(Protocol):
         """Per rule: cards shown (by indicator), accepted, overridden, override reasons."""
 
 
-HEALTH_TTL_S = 1.0
-
-
 @dataclass
 class Stores:
     feedback: FeedbackStore
@@ -73,45 +68,59 @@ class Stores:
     database: str  # "sqlite" or "postgresql"
     quiet: SqlQuietStore  # issue 16: beside the audit trail (it joins card rows)
     _engines: list[sa.Engine] = field(default_factory=list, repr=False)
-    _health: tuple[float, dict] | None = field(default=None, repr=False)
-    _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _monitor: health.Monitor = field(init=False, repr=False)
+    _schema: str = field(default="unchecked", repr=False)  # server database: "ok", "behind"
+
+    def __post_init__(self) -> None:
+        probes = {"database": health.Probe("database", self._database_state)}
+        fixed = {}
+        if isinstance(self.replay, RedisReplayStore):
+            probes["redis"] = health.Probe("redis", self._redis_state)
+        else:
+            fixed["redis"] = "not configured"
+        self._monitor = health.Monitor(probes, fixed, self.audit.spool_depth)
 
     def health(self) -> dict:
-        """Whether the database and Redis answer, and the spool depth; asked at most once a
-        second (other callers meanwhile get the last answer), each ask bounded by the
-        engines' short connect timeouts."""
-        cached = self._health
-        if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
-            return cached[1]
-        if not self._health_lock.acquire(blocking=cached is None):
-            return cached[1]  # another greenlet is asking right now
-        try:
-            answer = {
-                "database": "ok" if self._database_answers() else "unavailable",
-                "redis": self._redis_state(),
-                "spool": self.audit.spool_depth(),
-            }
-            self._health = (time.monotonic(), answer)
-            return answer
-        finally:
-            self._health_lock.release()
+        """Whether the database and Redis answer (`ok`, `unavailable`, `behind`: the schema,
+        `starting`: not asked yet), and the spool depth: in a serving process the state the
+        monitor last found, at once (stores/health.py); elsewhere (the CLI, tests) asked now."""
+        if self._monitor.running:
+            return self._monitor.state
+        return self._monitor.refresh()
 
-    def _database_answers(self) -> bool:
+    def start_monitor(self) -> None:
+        self._monitor.start()
+
+    def _database_state(self) -> str:
+        engine = self._engines[0]
         try:
-            with self._engines[0].connect() as connection:
+            with engine.connect() as connection:
                 connection.exec_driver_sql("SELECT 1")
-            return True
+                if self.database == "postgresql" and self._schema != "ok":
+                    return self._check_schema(migrate.heads_on(connection), engine)
+            return "ok"
         except sa.exc.SQLAlchemyError as error:
+            self._schema = "unchecked"  # checked again on its next answer
             if not is_unavailable(error):
-                raise
-            return False
+                cause = type(getattr(error, "orig", None) or error).__name__
+                log.warning(json.dumps({"event": "health_database_error", "error": cause}))
+            return "unavailable"
+
+    def _check_schema(self, have: set[str], engine: sa.Engine) -> str:
+        url = engine.url.render_as_string(hide_password=True)
+        problem = migrate.behind_message(have, url)
+        was, self._schema = self._schema, "behind" if problem else "ok"
+        if problem and was != "behind":  # once per turn: hook calls still answer meanwhile
+            log.error(json.dumps({"event": "database_schema_behind", "error": problem}))
+        elif not problem and was == "behind":
+            log.warning(json.dumps({"event": "database_schema_current"}))
+        return "behind" if problem else "ok"
 
     def _redis_state(self) -> str:
-        if isinstance(self.replay, RedisReplayStore):
-            return "ok" if self.replay.ping() else "unavailable"
-        return "not configured"
+        return "ok" if self.replay.ping() else "unavailable"
 
     def close(self) -> None:
+        self._monitor.stop()
         self.audit.close()
         if isinstance(self.replay, RedisReplayStore):
             self.replay.close()
@@ -122,7 +131,9 @@ class Stores:
 def open_stores(settings: Settings, *, replay: bool = True, writer: bool = True) -> Stores:
     """The stores the settings name. `replay`: whether to open the embedded token replay
     store (needed with authentication on; Redis, when configured, is always opened, lazily);
-    `writer`: whether the audit store runs its writer thread (the CLI flushes by itself)."""
+    `writer`: whether this is a serving process, where the audit store runs its writer thread
+    and the health monitor asks the servers in the background (the CLI flushes and asks by
+    itself)."""
     spool_dir = settings.data_dir / "spool" / "audit"
     if settings.database_url:
         engine = postgres_engine(settings.database_url)
@@ -152,7 +163,10 @@ def open_stores(settings: Settings, *, replay: bool = True, writer: bool = True)
         # lock (two workers' CREATE TABLE at once could fail with "database is locked").
         with migrate.locked(settings.data_dir / "migrate.lock"):
             replay_store = SqliteReplayStore(replay_engine)
-    return Stores(feedback, audit, analytics, replay_store, database, quiet, engines)
+    stores = Stores(feedback, audit, analytics, replay_store, database, quiet, engines)
+    if writer:
+        stores.start_monitor()
+    return stores
 
 
 def prepare(settings: Settings) -> None:

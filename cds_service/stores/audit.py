@@ -79,6 +79,15 @@ class AuditStore:
         leaves them spooled)."""
         self._flush(force=True)
 
+    def write_queued(self) -> None:
+        """Write this process's queued rows now, and nothing else: the spool is the writer's
+        to drain (a request must not wait on a backlog). While the database is known to be
+        down they go to the spool at once. Under gevent the SQLite write runs off the hub."""
+        if self._blocking:
+            off_hub(self._flush, False, False)
+        else:
+            self._flush(False, False)
+
     def spool_depth(self) -> int:
         return self._spool.depth()
 
@@ -103,7 +112,7 @@ class AuditStore:
                 log.error(json.dumps({"event": "audit_failed", "error": type(exc).__name__}))
             metrics.set_spool_depth(self.spool_depth())
 
-    def _flush(self, force: bool) -> None:
+    def _flush(self, force: bool, drain: bool = True) -> None:
         with self._io:
             with self._lock:
                 batch, self._queue = self._queue, []
@@ -116,7 +125,7 @@ class AuditStore:
                 if batch:
                     self._write(batch)
                     batch = []
-                if force or now >= self._claim_at:
+                if drain and (force or now >= self._claim_at):
                     self._claim_at = now + 5 * self.RETRY_S
                     self._drain()
             except StoreUnavailable:
@@ -129,11 +138,12 @@ class AuditStore:
 
     def _drain(self) -> None:
         for path in self._spool.claim():
-            rows = self._spool.rows(path)
-            for start in range(0, len(rows), CHUNK):
-                self._write(rows[start : start + CHUNK])
+            rows = 0
+            for batch in self._spool.batches(path, CHUNK):  # streamed: one chunk in memory
+                self._write(batch)
+                rows += len(batch)
             self._spool.done(path)
-            log.info(json.dumps({"event": "audit_spool_drained", "rows": len(rows)}))
+            log.info(json.dumps({"event": "audit_spool_drained", "rows": rows}))
 
     def _write(self, rows: list[dict]) -> None:
         """Store the rows, each once: a row whose event id is stored already is skipped."""

@@ -50,7 +50,11 @@ def _upgrade(engine: sa.Engine, target: str) -> None:
 
 def current(engine: sa.Engine) -> set[str]:
     with engine.connect() as connection:
-        return set(MigrationContext.configure(connection).get_current_heads())
+        return heads_on(connection)
+
+
+def heads_on(connection: sa.Connection) -> set[str]:
+    return set(MigrationContext.configure(connection).get_current_heads())
 
 
 def embedded_files(settings: Settings) -> dict[str, Path]:
@@ -120,14 +124,22 @@ def behind(have: set[str]) -> list[str]:
 
 def check_database(engine: sa.Engine, url: str) -> None:
     """ConfigurationError, naming the command, when the server database's schema is behind."""
-    have = current(engine)
-    if behind(have):
-        state = ", ".join(sorted(have)) or "no schema"
-        wanted = ", ".join(head(b) for b in BRANCHES)
-        raise ConfigurationError(
-            f"the database {safe_url(url)} is at {state}, this version needs {wanted}: "
-            "run `cds-service db upgrade` (with the same CDS_DATABASE_URL) before `serve`"
-        )
+    problem = behind_message(current(engine), url)
+    if problem:
+        raise ConfigurationError(f"{problem} before `serve`")
+
+
+def behind_message(have: set[str], url: str) -> str | None:
+    """What an operator must do when a database at revisions `have` is behind (None: it is
+    not)."""
+    if not behind(have):
+        return None
+    state = ", ".join(sorted(have)) or "no schema"
+    wanted = ", ".join(head(b) for b in BRANCHES)
+    return (
+        f"the database {safe_url(url)} is at {state}, this version needs {wanted}: "
+        "run `cds-service db upgrade` (with the same CDS_DATABASE_URL)"
+    )
 
 
 @contextlib.contextmanager

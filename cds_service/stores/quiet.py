@@ -94,9 +94,10 @@ class SqlQuietStore:
             insert(self._engine, quiet)
             .values(values)
             .on_conflict_do_nothing(index_elements=["card_uuid"])
+            .returning(quiet.c.id)  # psycopg's rowcount of this INSERT is -1: the rows say it
         )
         with answering("quiet"), self._engine.begin() as connection:
-            return connection.execute(statement).rowcount == 1
+            return len(connection.execute(statement).all()) == 1
 
     def for_patient(
         self, patient_hash: str, today: date

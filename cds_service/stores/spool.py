@@ -6,6 +6,11 @@ first claiming it: its own at any time, another's only when no process holds its
 process ended: crashed, killed, restarted). The claim renames the file, so two processes never
 drain the same one; a drained file is deleted. Rows carry the unique id they were recorded
 with, so a file drained twice (a crash between the write and the delete) is stored once.
+
+Counting is cheap (`depth()` runs every 0.2 s per worker): this process counts the rows it
+appends; another process's file is counted once, then only in the bytes it grew by (the files
+are only ever appended to), remembered by inode. A claimed file is read in chunks of rows, never
+whole (after a long outage it may hold millions).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger("cds_service.stores")
@@ -25,7 +31,10 @@ class Spool:
     def __init__(self, directory: Path):
         self.directory = directory
         self._live: tuple[int, Path, int] | None = None  # fd, path, owning pid
+        self._live_rows = 0  # rows appended to the live file
         self._claimed: dict[Path, int] = {}  # claimed path -> fd (locked), to drain
+        # Other files' line counts: path -> (inode, bytes counted, lines in them).
+        self._counted: dict[Path, tuple[int, int, int]] = {}
 
     def append(self, rows: list[dict]) -> None:
         fd = self._live_fd()
@@ -35,6 +44,7 @@ class Spool:
             written = os.write(fd, view)
             view = view[written:]
         os.fsync(fd)
+        self._live_rows += len(rows)
 
     def _live_fd(self) -> int:
         if self._live is not None and self._live[2] == os.getpid():
@@ -46,6 +56,7 @@ class Spool:
         with contextlib.suppress(OSError):  # the new name survives a crash
             _fsync_dir(self.directory)
         self._live = (fd, path, os.getpid())
+        self._live_rows = 0
         return fd
 
     def claim(self) -> list[Path]:
@@ -83,37 +94,67 @@ class Spool:
         os.rename(path, claimed)
         return claimed
 
-    def rows(self, path: Path) -> list[dict]:
-        """The rows of a claimed file; a line cut short by a crash is skipped (its write was
+    def batches(self, path: Path, size: int) -> Iterator[list[dict]]:
+        """The rows of a claimed file, `size` at a time, read as they are needed (a chunk of the
+        file in memory, never all of it); a line cut short by a crash is skipped (its write was
         never acknowledged, so its rows were spooled again or are in the database)."""
         fd = self._claimed[path]
-        chunks = []
-        offset = 0
-        while chunk := os.pread(fd, 1 << 20, offset):
-            chunks.append(chunk)
-            offset += len(chunk)
-        rows, broken = [], 0
-        for line in b"".join(chunks).splitlines():
+        batch: list[dict] = []
+        broken = 0
+        for line in _lines(fd):
             try:
-                rows.append(json.loads(line))
+                batch.append(json.loads(line))
             except ValueError:
                 broken += 1
+                continue
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
         if broken:
             log.warning(json.dumps({"event": "audit_spool_lines_skipped", "count": broken}))
-        return rows
 
     def done(self, path: Path) -> None:
         os.unlink(path)
         os.close(self._claimed.pop(path))
+        self._counted.pop(path, None)
 
     def depth(self) -> int:
-        """Rows waiting in this data directory's spool, of every process."""
-        total = 0
+        """Rows waiting in this data directory's spool, of every process: this process's live
+        file by its running count, every other file by its lines, counted in the bytes added
+        since it was last counted."""
+        live = self._live[1] if self._live is not None and self._live[2] == os.getpid() else None
+        total = self._live_rows if live is not None else 0
+        seen = set()
         with contextlib.suppress(FileNotFoundError):
             for path in self.directory.glob("*.jsonl"):
+                if path == live:
+                    continue
                 with contextlib.suppress(FileNotFoundError):
-                    total += path.read_bytes().count(b"\n")
+                    total += self._lines_in(path)
+                    seen.add(path)
+        for gone in self._counted.keys() - seen:
+            del self._counted[gone]
         return total
+
+    def _lines_in(self, path: Path) -> int:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            stat = os.fstat(fd)
+            inode, counted, lines = self._counted.get(path, (stat.st_ino, 0, 0))
+            if inode != stat.st_ino or stat.st_size < counted:  # another file by this name
+                counted, lines = 0, 0
+            while counted < stat.st_size:
+                chunk = os.pread(fd, min(1 << 20, stat.st_size - counted), counted)
+                if not chunk:
+                    break
+                lines += chunk.count(b"\n")
+                counted += len(chunk)
+        finally:
+            os.close(fd)
+        self._counted[path] = (stat.st_ino, counted, lines)
+        return lines
 
     def close(self) -> None:
         if self._live is not None and self._live[2] == os.getpid():
@@ -122,6 +163,18 @@ class Spool:
         for fd in self._claimed.values():
             os.close(fd)
         self._claimed.clear()
+
+
+def _lines(fd: int, block: int = 1 << 18) -> Iterator[bytes]:
+    """The lines of a file, read a block at a time from the start (the last one may lack its
+    newline: a write cut short)."""
+    offset, rest = 0, b""
+    while chunk := os.pread(fd, block, offset):
+        offset += len(chunk)
+        *complete, rest = (rest + chunk).split(b"\n")
+        yield from (line for line in complete if line)
+    if rest:
+        yield rest
 
 
 def _fsync_dir(directory: Path) -> None:

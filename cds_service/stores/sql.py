@@ -94,17 +94,31 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, sa.exc.DBAPIError) and bool(error.connection_invalidated)
 
 
+# PostgreSQL's undefined_table and undefined_column: a database whose schema is behind this
+# version (it was down when `serve` checked it, and came back at an older revision). Not a
+# defect of a statement: the store is not usable until `cds-service db upgrade`.
+SCHEMA_BEHIND_SQLSTATES = frozenset({"42P01", "42703"})
+
+
+def is_schema_behind(error: BaseException) -> bool:
+    return isinstance(error, sa.exc.ProgrammingError) and (
+        getattr(error.orig, "sqlstate", None) in SCHEMA_BEHIND_SQLSTATES
+    )
+
+
 @contextlib.contextmanager
 def answering(what: str) -> Iterator[None]:
-    """Turn a database that does not answer into StoreUnavailable (logged by type only: a
-    driver's message may hold a host, a user or a value)."""
+    """Turn a database that does not answer, or whose schema is behind, into StoreUnavailable
+    (logged by type only: a driver's message may hold a host, a user or a value)."""
     try:
         yield
     except sa.exc.SQLAlchemyError as error:
-        if not is_unavailable(error):
+        behind = is_schema_behind(error)
+        if not (behind or is_unavailable(error)):
             raise
         cause = type(getattr(error, "orig", None) or error).__name__
-        log.warning(json.dumps({"event": "store_unavailable", "store": what, "error": cause}))
+        event = "store_schema_behind" if behind else "store_unavailable"
+        log.warning(json.dumps({"event": event, "store": what, "error": cause}))
         metrics.store_error("replay" if what == "token replay" else what)
         raise StoreUnavailable(
             f"The {what} store is not available right now; send the same request again later",
