@@ -360,8 +360,11 @@ def assert_bare_401(response: requests.Response) -> None:
     assert response.headers.get("WWW-Authenticate") == "Bearer"
 
 
-def patient_hash(patient: str) -> str:
-    return hmac.new(HASH_KEY.encode(), patient.encode(), hashlib.sha256).hexdigest()[:20]
+def patient_hash(patient: str, issuer: str, tenant: str = "") -> str:
+    """The keyed hash the service logs for a patient of a verified client: the patient id means
+    something only within its issuer (and tenant), so they are hashed with it."""
+    text = "\x00".join(("client", issuer, tenant, patient))
+    return hmac.new(HASH_KEY.encode(), text.encode(), hashlib.sha256).hexdigest()[:20]
 
 
 # ---------------------------------------------------------------- refusals: bare 401, nothing else
@@ -1029,7 +1032,7 @@ def test_one_audit_row_per_invocation_with_card_uuids_mapped_to_rule_ids(svc, wo
         ISS_EC,
         200,
     )
-    assert row["patient_hash"] == patient_hash(patient)
+    assert row["patient_hash"] == patient_hash(patient, ISS_EC)
     assert json.loads(row["rule_ids"]) == rule_ids(response)
     assert json.loads(row["fetched"]) == ["medications"]
     assert cards == {c["uuid"]: c["source"]["topic"]["code"] for c in response.json()["cards"]}
@@ -1053,7 +1056,7 @@ def test_logs_hold_ids_and_timings_never_tokens_or_patient_ids(svc, world):
     assert record["issuer"] == ISS_EC and record["status"] == 200
     assert isinstance(record["ms"], int | float)
     assert record["rule_ids"] == rule_ids(response)
-    assert record["patient"] == patient_hash(patient)
+    assert record["patient"] == patient_hash(patient, ISS_EC)
 
     assert {patient, access_token, token} <= set(SECRETS)
     assert '"auth_failure"' in svc.log_text()  # refused tokens went through this log too
