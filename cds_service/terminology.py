@@ -59,7 +59,10 @@ def codings_of(concept: object) -> Iterator[Coding]:
     """The codings of a CodeableConcept, skipping malformed ones."""
     if not isinstance(concept, dict):
         return
-    for coding in concept.get("coding") or []:
+    codings = concept.get("coding")
+    if not isinstance(codings, list):  # absent, or not FHIR (a number, an object...)
+        return
+    for coding in codings:
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str) and isinstance(code, str) and code:

@@ -539,3 +539,20 @@ def test_an_unpaired_surrogate_from_the_fhir_server_is_answered_as_json(client, 
     assert response.status_code == 200, response.text
     assert rule_ids(response) == expected["rule_ids"]
     assert "Cramp \ud800" in card_details(response)
+
+
+@pytest.mark.parametrize("coding", [-1.7976931348623157e308, 1, "x", {"code": "1"}, True])
+def test_a_draft_order_whose_coding_is_not_a_list_is_answered_never_a_500(client, coding):
+    """Found by the chart fuzzer: a draft order's `code.coding` sent as a number stopped the
+    evaluation with a TypeError. Such an order has no coding to check: the other cards stand."""
+    request, expected = load_scenario("v2-scoping-low-potassium-order-sign")
+    request["hookInstance"] = str(uuid.uuid4())
+    baseline = client.call(expected["service"], request)
+    assert baseline.status_code == 200, baseline.text
+    broken = copy.deepcopy(request)
+    broken["hookInstance"] = str(uuid.uuid4())
+    for entry in broken["context"]["draftOrders"]["entry"]:
+        entry["resource"]["code"]["coding"] = coding
+    answer = client.call(expected["service"], broken)
+    assert answer.status_code in (200, 400), answer.text
+    assert "Traceback" not in answer.text
