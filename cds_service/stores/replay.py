@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .. import metrics
+from ..cooperative import off_hub
 from ..errors import StoreUnavailable
 from .schema import seen_jti
 from .sql import answering
@@ -41,6 +42,13 @@ class SqliteReplayStore:
     )
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        # In the hub's thread pool under gevent: sqlite3 blocks in C, and while another worker
+        # holds the write lock its busy handler sleeps there, stopping every connection of
+        # this worker (measured, ES384 per call, 2 workers, side by side: p99 36 ms against
+        # 95-155 ms inline, req/s within 5 %).
+        return off_hub(self._first_use, iss, jti, exp)
+
+    def _first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()
         with answering("token replay"), self._engine.begin() as connection:
             first = connection.exec_driver_sql(self._FIRST_USE, (iss, jti, exp, now)).rowcount == 1
