@@ -1,13 +1,15 @@
 """Where the time of the typical request goes, stage by stage, in process.
 
-    .venv/bin/python bench/profile.py [--runs N]
+    .venv/bin/python bench/profile.py [--runs N] [--stores server]
 
 Each stage of a served request is timed on its own (median of N runs, the body parsed afresh
 for each): parse, tolerant pass, request validation, gather (full prefetch: no FHIR calls),
 chart, rules, cards, serialise; then the whole request through Flask's test client, the HTTP
 layer alone (Flask, the request hooks, the access log line, the audit queue: the whole request
 with the engine's answer canned), the ceiling app's whole request; then client-token
-verification per algorithm, without and with the SQLite replay store. Runs against whatever
+verification per algorithm, without and with the SQLite replay store (and the Redis one with
+`--stores server`, which also runs the HTTP rows on PostgreSQL + Redis: a fresh database and
+key prefix, as bench/scale.py makes them). Runs against whatever
 cds_service is importable, so the same script measured the code before issue 15's changes
 (bench/profile.md).
 """
@@ -15,6 +17,7 @@ cds_service is importable, so the same script measured the code before issue 15'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -125,10 +128,11 @@ def stages(runs: int) -> dict[str, float]:
     return result
 
 
-def http(runs: int) -> tuple[float, float, float]:
+def http(runs: int, server: dict | None = None) -> tuple[float, float, float]:
     """The whole request through Flask's test client (no sockets), --no-auth; the same with
     the engine's answer canned (what Flask, the request hooks, the access log line and the
-    audit queue cost); and the ceiling app's whole request."""
+    audit queue cost); and the ceiling app's whole request. `server`: the PostgreSQL + Redis
+    settings (else the embedded stores)."""
     from cds_service import fhirdates
     from cds_service.app import create_app
     from cds_service.settings import Settings
@@ -138,6 +142,7 @@ def http(runs: int) -> tuple[float, float, float]:
         auth_enabled=False,
         log_level="WARNING",
         fixed_now=fhirdates.parse(NOW),
+        **(server or {}),
     )
     client = create_app(settings).test_client()
     raw = TYPICAL.read_bytes()
@@ -169,12 +174,23 @@ def http(runs: int) -> tuple[float, float, float]:
     return whole, canned, _median_us(runs, lambda: None, post_ceiling)
 
 
-def auth(runs: int) -> dict[str, tuple[float, float]]:
+def auth(runs: int, server: dict | None = None) -> dict[str, tuple[float, ...]]:
     import jwt
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    from cds_service.auth import Authenticator, KeySource, SqliteReplayStore
+    from cds_service.auth import Authenticator, KeySource
     from cds_service.trust import load_trust
+
+    try:  # since the stores layer (issue 14)
+        from cds_service.stores.replay import RedisReplayStore, SqliteReplayStore
+        from cds_service.stores.sql import sqlite_engine
+
+        def sqlite_replay(path: Path):
+            return SqliteReplayStore(sqlite_engine(path))
+    except ImportError:  # before
+        from cds_service.auth import SqliteReplayStore as sqlite_replay
+
+        RedisReplayStore = None
 
     class NoReplay:
         def first_use(self, *args) -> bool:
@@ -201,24 +217,47 @@ def auth(runs: int) -> dict[str, tuple[float, float]]:
             return jwt.encode(claims, _key, algorithm=_alg, headers={"kid": _alg, "typ": "JWT"})
 
         timings = []
-        for replay in (NoReplay(), SqliteReplayStore(folder / f"replay-{alg}.sqlite3")):
+        stores = [NoReplay(), sqlite_replay(folder / f"replay-{alg}.sqlite3")]
+        if server and RedisReplayStore is not None:
+            stores.append(RedisReplayStore(server["redis_url"], server["redis_key_prefix"]))
+        for replay in stores:
             verifier = Authenticator(trust, KeySource(trust, 300, 30), replay, 30)
             timings.append(
                 _median_us(
                     runs, lambda: "Bearer " + token(), lambda t, v=verifier: v.verify(t, aud)
                 )
             )
-        out[alg] = (timings[0], timings[1])
+        out[alg] = tuple(timings)
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--stores", choices=["embedded", "server"], default="embedded")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    times = stages(args.runs)
-    whole, canned, ceiling = http(args.runs)
+    with contextlib.ExitStack() as stack:
+        server = None
+        if args.stores == "server":
+            sys.path.insert(0, str(ROOT / "bench"))
+            sys.path.insert(0, str(ROOT / "tests"))
+            from scale import server_stores
+
+            env = stack.enter_context(server_stores(Path(tempfile.mkdtemp(prefix="cds-prof-"))))
+            server = {
+                "database_url": env["CDS_DATABASE_URL"],
+                "redis_url": env["CDS_REDIS_URL"],
+                "redis_key_prefix": env["CDS_REDIS_KEY_PREFIX"],
+                "log_hash_key": env["CDS_LOG_HASH_KEY"],
+            }
+        report(args.runs, server)
+    return 0
+
+
+def report(runs: int, server: dict | None) -> None:
+    times = stages(runs)
+    whole, canned, ceiling = http(runs, server)
     print("| stage | us |")
     print("|---|---|")
     for name, value in times.items():
@@ -226,10 +265,11 @@ def main() -> int:
     print(f"| HTTP layer: whole request, the engine's answer canned | {canned:.0f} |")
     print(f"| whole request (Flask test client) | {whole:.0f} |")
     print(f"| ceiling app, whole request (Flask test client) | {ceiling:.0f} |")
-    for alg, (bare, replay) in auth(max(50, args.runs // 4)).items():
+    for alg, (bare, replay, *redis) in auth(max(50, runs // 4), server).items():
         extra = replay - bare
         print(f"| token verification {alg} (+ SQLite replay store) | {bare:.0f} (+{extra:.0f}) |")
-    return 0
+        if redis:
+            print(f"| token verification {alg} (+ Redis replay store) | +{redis[0] - bare:.0f} |")
 
 
 if __name__ == "__main__":

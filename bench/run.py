@@ -1,8 +1,11 @@
 """Benchmark: every target of issue 15, measured and judged side by side in one run.
 
 Run from the repository root after the README's set-up:  .venv/bin/python bench/run.py
-(`--quick` for short wrk runs while iterating; `--scale` also runs bench/scale.py when it is
-there). Needs `wrk` (apt-get install wrk). Writes bench/results.json and bench/results.md.
+(`--quick` for short wrk runs while iterating). Needs `wrk` (apt-get install wrk). Writes
+bench/results.json and bench/results.md. The full run (about 8 minutes) measures the typical
+targets on both kinds of stores (`--stores embedded` or `--stores server` for one: server is
+PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379, a fresh database and key prefix, as
+bench/scale.py makes them) and then runs bench/scale.py (`--no-scale` to leave it out).
 
 1. Throughput and latency under wrk (8 connections, full prefetch) of the service and of the
    framework ceiling (bench/ceiling.py: same Flask, same gunicorn settings from
@@ -21,6 +24,7 @@ there). Needs `wrk` (apt-get install wrk). Writes bench/results.json and bench/r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gzip
 import json
@@ -68,6 +72,7 @@ CONNECTIONS, WRK_THREADS = 8, 2
 FHIR_LATENCY_S = 0.150
 ALGORITHMS = ("ES384", "RS384", "ES256")
 WORKER_CLASS, THREADS = "gevent", 4  # as `cds-service serve` runs by default
+SERVER_STORES = " [PostgreSQL + Redis]"  # the label's tail of the runs on the server stores
 LINEAR_FACTOR = 1.5  # time per Observation at 10,000 within this factor of that at 1,000
 
 
@@ -389,7 +394,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="short wrk runs, fewer requests")
     parser.add_argument("--seconds", type=int, help="wrk duration per run (default 10, quick 3)")
     parser.add_argument("--rss-requests", type=int, help="default 20,000 (quick 3,000)")
-    parser.add_argument("--scale", action="store_true", help="also run bench/scale.py")
+    parser.add_argument(
+        "--stores",
+        choices=["all", "embedded", "server"],
+        default="all",
+        help="the stores of the typical runs: embedded SQLite, PostgreSQL + Redis, or both",
+    )
+    parser.add_argument("--no-scale", action="store_true", help="leave bench/scale.py out")
+    parser.add_argument("--scale", action="store_true", help=argparse.SUPPRESS)  # the default
     args = parser.parse_args()
     seconds = args.seconds or (3 if args.quick else 10)
     rss_requests = args.rss_requests or (3_000 if args.quick else 20_000)
@@ -456,6 +468,30 @@ def main() -> int:
         f"http://127.0.0.1:{open_port}/health",
         "service-no-auth",
     )
+    # The same two on PostgreSQL + Redis (issue 15: "with the PostgreSQL and Redis stores
+    # configured, the same targets hold"); their tokens name their own URL as audience.
+    stack = contextlib.ExitStack()
+    server_urls: dict[bool, str] = {}
+    server_services = []
+    if args.stores in ("all", "server"):
+        from scale import server_stores
+
+        stores_env = stack.enter_context(server_stores(work / "server-migrate"))
+        for no_auth in (False, True):
+            server_port = free_port()
+            server_base = f"http://127.0.0.1:{server_port}"
+            server_env = {**env, **stores_env, "CDS_PUBLIC_BASE_URL": server_base}
+            server_env["CDS_DATA_DIR"] = str(work / f"data-server-{no_auth}")
+            server_services.append(
+                start(
+                    _serve_command(server_port, workers, no_auth),
+                    server_env,
+                    work,
+                    f"{server_base}/health",
+                    f"service-server-{'no-auth' if no_auth else 'auth'}",
+                )
+            )
+            server_urls[no_auth] = f"{server_base}/cds-services/{SERVICE_ID}"
     ceiling = start(
         _ceiling_command(ceiling_port, workers),
         {},
@@ -473,21 +509,32 @@ def main() -> int:
         for target in (open_url, ceiling_url):  # warm up both
             run_wrk(target, work / "typical.json", None, 2)
         results["load"] = {}
-        runs = [("typical, --no-auth", "typical", None)]
-        runs += [(f"typical, {alg} token per call", "typical", alg) for alg in ALGORITHMS]
-        runs += [("large, ES384 token per call", "large", "ES384")]
-        for label, body, alg in runs:
+        # (label, body, algorithm, URL with auth, URL without)
+        typical_runs = [("typical, --no-auth", None)]
+        typical_runs += [(f"typical, {alg} token per call", alg) for alg in ALGORITHMS]
+        runs = []
+        if args.stores in ("all", "embedded"):
+            runs += [(label, "typical", alg, url, open_url) for label, alg in typical_runs]
+        if server_urls:  # the targets (RS384 and ES256 are reported on the embedded stores)
+            runs += [
+                (f"{label}{SERVER_STORES}", "typical", alg, server_urls[False], server_urls[True])
+                for label, alg in typical_runs
+                if alg in (None, "ES384")
+            ]
+        if args.stores in ("all", "embedded"):
+            runs += [("large, ES384 token per call", "large", "ES384", url, open_url)]
+        for label, body, alg, auth_url, no_auth_url in runs:
             body_path = work / f"{body}.json"
             tokens = None
             if alg is not None:
                 folder, kid = keys[alg]
                 count = seconds * (3000 if body == "typical" else 50)
                 print(f"signing {count:,} {alg} tokens ...", flush=True)
-                signed = sign_tokens(folder, kid, url, count, alg)
+                signed = sign_tokens(folder, kid, auth_url, count, alg)
                 tokens = work / f"{body}-{alg}.tokens"
                 tokens.write_text("\n".join(signed) + "\n")
             print(f"wrk: {label} (load {load_average()}) ...", flush=True)
-            svc = run_wrk(url if alg else open_url, body_path, tokens, seconds)
+            svc = run_wrk(auth_url if alg else no_auth_url, body_path, tokens, seconds)
             top = run_wrk(ceiling_url, body_path, None, seconds)
             results["load"][label] = {
                 "body_bytes": len(bodies[body]),
@@ -573,12 +620,13 @@ def main() -> int:
             "growth_pct": round((after - before) / before * 100, 2),
         }
     finally:
-        for process in (service, open_service, ceiling, fhir.process):
+        for process in (service, open_service, ceiling, fhir.process, *server_services):
             stop(process)
         proxy.shutdown()
+        stack.close()  # the bench database dropped, the Redis keys deleted
     results["load_average_end"] = load_average()
-    if args.scale:
-        results["scale"] = run_scale()
+    if not args.no_scale:
+        results["scale"] = run_scale(seconds)
     results["targets"] = targets(results)
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = render(results)
@@ -587,45 +635,85 @@ def main() -> int:
     return 0
 
 
-def run_scale() -> dict:
+def run_scale(seconds: int) -> dict:
     """bench/scale.py (two instances behind nginx, PostgreSQL against SQLite), when present:
-    its output is kept as it printed it."""
+    its table as it printed it, and its two comparisons (`scale_lines`)."""
     script = ROOT / "bench" / "scale.py"
     if not script.exists():
-        print("--scale: bench/scale.py is not there; skipped", flush=True)
+        print("scale: bench/scale.py is not there; skipped", flush=True)
         return {"skipped": "bench/scale.py is not there"}
     print("scale (bench/scale.py) ...", flush=True)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    output = Path(tempfile.mkdtemp(prefix="cds-bench-scale-")) / "scale.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "--seconds", str(seconds), "--output", str(output)],
+        capture_output=True,
+        text=True,
+    )
     print(done.stdout, end="", flush=True)
-    return {"returncode": done.returncode, "output": done.stdout[-4000:]}
+    result = {"returncode": done.returncode, "output": done.stdout[-4000:]}
+    if output.exists():
+        result["lines"] = scale_lines(json.loads(output.read_text())["rows"])
+    return result
 
 
-def targets(r: dict) -> list[dict]:
-    """Issue 15's targets: each with its measured value and whether it is met."""
-    load, inproc = r["load"], r["in_process"]
-    typical = load["typical, --no-auth"]
+def scale_lines(rows: list[dict]) -> list[str]:
+    """Two instances behind nginx against one, and PostgreSQL + Redis against SQLite."""
+
+    def row(setup: str, stores: str) -> dict | None:
+        found = next((r for r in rows if r["setup"] == setup and r["stores"] == stores), None)
+        return found if found and found.get("rps") else None
+
+    def line(what: str, a: dict | None, b: dict | None) -> str:
+        if a is None or b is None:
+            return f"{what}: not measured (see the table)"
+        return (
+            f"{what}: {a['rps']:.0f} against {b['rps']:.0f} req/s ({a['rps'] / b['rps']:.2f}x), "
+            f"p99 {a['p99_ms']:.1f} against {b['p99_ms']:.1f} ms"
+        )
+
+    return [
+        line(
+            "Two instances behind nginx (2 workers each) against one behind nginx, SQLite",
+            row("2 instances behind nginx, 2 workers each", "sqlite"),
+            row("1 instance behind nginx", "sqlite"),
+        ),
+        line(
+            "PostgreSQL + Redis against SQLite, one instance direct",
+            row("1 instance, direct", "postgresql+redis"),
+            row("1 instance, direct", "sqlite"),
+        ),
+    ]
+
+
+def _typical_targets(load: dict, stores: str) -> list[tuple]:
+    """The typical request's targets on one kind of stores ("" embedded, else SERVER_STORES)."""
+    typical = load.get(f"typical, --no-auth{stores}")
+    if typical is None:
+        return []
     rows = [
         (
-            "typical --no-auth: req/s / ceiling",
+            f"typical --no-auth{stores}: req/s / ceiling",
             ">= 0.50",
             typical["ratio"],
             typical["ratio"] >= 0.5,
         ),
         (
-            "typical --no-auth: p99 at 8 connections",
+            f"typical --no-auth{stores}: p99 at 8 connections",
             "<= 20 ms",
             f"{typical['service']['p99_ms']:.1f} ms",
             typical["service"]["p99_ms"] <= 20,
         ),
     ]
     for alg in ALGORITHMS:
-        run = load[f"typical, {alg} token per call"]
-        errors = run["service"]["errors"]
+        run = load.get(f"typical, {alg} token per call{stores}")
+        if run is None:  # not run on these stores
+            continue
+        errors = run["service"]["errors"] + run["service"]["non2xx"]
         ok = run["ratio"] >= 0.35 and not errors
         if alg == "ES384":
             rows.append(
                 (
-                    f"typical, fresh {alg} token per call: req/s / ceiling",
+                    f"typical, fresh {alg} token per call{stores}: req/s / ceiling",
                     ">= 0.35",
                     run["ratio"],
                     ok,
@@ -634,12 +722,19 @@ def targets(r: dict) -> list[dict]:
         else:
             rows.append(
                 (
-                    f"typical, fresh {alg} token per call: req/s / ceiling (reported)",
+                    f"typical, fresh {alg} token per call{stores}: req/s / ceiling (reported)",
                     "report",
                     run["ratio"],
                     None,
                 )
             )
+    return rows
+
+
+def targets(r: dict) -> list[dict]:
+    """Issue 15's targets: each with its measured value and whether it is met."""
+    load, inproc = r["load"], r["in_process"]
+    rows = _typical_targets(load, "") + _typical_targets(load, SERVER_STORES)
     t = inproc["typical"]
     rows.append(
         (
@@ -763,6 +858,7 @@ def render(r: dict) -> str:
         f"({m['growth_pct']:+.1f} %).",
     ]
     if "scale" in r:
+        lines += ["", *r["scale"].get("lines", [])]
         lines += [
             "",
             "Scale (bench/scale.py):",

@@ -14,7 +14,7 @@ from .audit import PatientHasher
 from .auth import Authenticator, KeySource
 from .engine import Engine
 from .errors import ConfigurationError
-from .quiet import Quieting
+from .quiet import PatientIndex, Quieting
 from .settings import Settings
 from .stores import Stores, open_stores
 from .trust import TrustConfig, load_trust
@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["cds_stores"] = stores
     app.extensions["cds_feedback"] = stores.feedback
     app.extensions["cds_security"] = _security(settings, stores)
-    app.extensions["cds_quiet"] = Quieting(stores.quiet, app.extensions["cds_security"].hasher)
+    app.extensions["cds_quiet"] = Quieting(
+        stores.quiet, app.extensions["cds_security"].hasher, PatientIndex(stores.quiet)
+    )
     # Browser clients (the public CDS Hooks sandbox) call from another origin with a bearer
     # token; no cookies are used, so credentials stay off. Only the CDS Hooks endpoints are
     # shared: the console and /openapi.json are for same-origin use.

@@ -17,6 +17,13 @@ Feedback may arrive before the audit row of its card is written (the audit write
 another instance may have served the card): the entry is then kept *pending* (card uuid, reason,
 day) and matched to its card by the lookup of every later hook call, which joins pending entries
 to the audit trail; whoever finds the card first fills the entry in (`resolve`).
+
+The lookup is a database round trip (0.6 ms over loopback PostgreSQL), so a hook call makes it
+only for a patient in this worker's `PatientIndex`: the patients with a running entry or with
+an audited card a pending entry names, read by a background thread about once a second (and
+added at once by the feedback this worker records). A lift takes effect at the next call (the
+lookup itself reads the entry); a quieting recorded by another worker or instance within about
+a second.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import time
 import uuid as uuid_module
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +41,7 @@ from typing import Protocol
 
 from . import cards, metrics
 from .chart import NoteFact
+from .cooperative import off_hub
 from .errors import StoreUnavailable
 from .feedback import canonical_card
 from .rules.base import Evidence, Finding
@@ -235,12 +245,90 @@ class Shown:
     quieted: list[tuple[dict, QuietEntry]]
 
 
-class Quieting:
-    """The service's use of quiet entries: filter a response, record feedback, list, lift."""
+# How often each worker reads the patients it must look up (PatientIndex).
+INDEX_REFRESH_S = 1.0
 
-    def __init__(self, store: QuietStore, hasher):
+
+class PatientIndex:
+    """The patient hashes whose hook calls need the store's lookup, kept per worker.
+
+    Read by a daemon thread (a greenlet under gevent, SQLite's read in the hub's thread pool)
+    every `refresh_s`, started at the first hook call (after gunicorn forks). Until the first
+    read succeeds every patient is looked up, as without the index; a failed read keeps the
+    last set (its patients are still looked up, and the lookup sees lifts at once)."""
+
+    def __init__(self, store, refresh_s: float = INDEX_REFRESH_S):
+        self._store = store
+        self._refresh_s = refresh_s
+        self._patients: set[str] | None = None
+        self._added: dict[str, float] = {}  # local additions, kept across a read under way
+        self._today: date | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    def may_quiet(self, patient_hash: str, today: date) -> bool:
+        self._today = today
+        if self._thread is None:
+            self._start()
+        patients = self._patients
+        return patients is None or patient_hash in patients
+
+    def add(self, patient_hash: str) -> None:
+        """A patient this worker just recorded an entry for: looked up from the next call."""
+        with self._lock:
+            self._added[patient_hash] = time.monotonic()
+            if self._patients is not None:
+                self._patients = self._patients | {patient_hash}
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="quiet-index", daemon=True)
+        self._refresh()  # the first read on the calling request: a fresh worker knows at once
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._refresh_s)
+            self._refresh()
+
+    def _refresh(self) -> None:
+        today = self._today
+        if today is None:
+            return
+        started = time.monotonic()
+        try:
+            read = self._store.quieted_patients
+            if getattr(self._store, "blocking", False):
+                patients = off_hub(read, today)
+            else:
+                patients = read(today)
+        except Exception as error:  # StoreUnavailable or a defect: keep the last set
+            if not self._failing:
+                event = {"event": "quiet_index_failed", "error": type(error).__name__}
+                log.warning(json.dumps(event))
+            self._failing = True
+            return
+        self._failing = False
+        with self._lock:
+            # Additions made while this read ran may be missing from it: kept a while longer.
+            keep = started - 2 * self._refresh_s
+            self._added = {p: t for p, t in self._added.items() if t >= keep}
+            self._patients = patients | self._added.keys()
+
+
+class Quieting:
+    """The service's use of quiet entries: filter a response, record feedback, list, lift.
+
+    With `index` (the served app: a PatientIndex), a hook call looks up only the patients it
+    names; without (the CLI, the decision tests), every candidate call is looked up."""
+
+    def __init__(self, store: QuietStore, hasher, index: PatientIndex | None = None):
         self.store = store
         self._hasher = hasher  # the audit trail's PatientHasher (HMAC with its key)
+        self._index = index
 
     def digest(self, fingerprint: str) -> str:
         """The keyed evidence digest stored with the card's audit row (domain-separated from
@@ -263,7 +351,11 @@ class Quieting:
         ]
         candidates = [k for k in keyed if cards.quiet_days(k[1], k[2]) is not None]
         entries: list[QuietEntry] = []
-        if patient_hash and candidates:
+        if (
+            patient_hash
+            and candidates
+            and (self._index is None or self._index.may_quiet(patient_hash, today))
+        ):
             try:
                 entries = self._entries(patient_hash, today)
             except Exception as exc:  # any store failure: show every card (never hide one)
@@ -327,6 +419,8 @@ class Quieting:
             entry = fill(pending, record)
             if entry is not None:
                 added += self.store.add(entry)
+                if self._index is not None and entry.patient_hash is not None:
+                    self._index.add(entry.patient_hash)
         self.settle(today)
         return added
 
@@ -345,5 +439,8 @@ class Quieting:
         than `keep_days` whose card never was."""
         for pending, record in self.store.pending():
             if record is not None:
-                self.store.resolve(pending.id, fill(pending, record))
+                entry = fill(pending, record)
+                self.store.resolve(pending.id, entry)
+                if self._index is not None and entry is not None and entry.patient_hash:
+                    self._index.add(entry.patient_hash)
         self.store.purge_pending(today - timedelta(days=keep_days))

@@ -32,7 +32,8 @@ DAY0 = datetime(2026, 11, 20, 12, tzinfo=UTC)  # the examples' day
 SYSTEM = "https://crampcds.dev/fhir/CodeSystem/override-reason"
 PATIENT_VIEW = "cramp-sciatica-patient-view"
 # The audit writer writes every 0.2 s; a card served by another instance is in the audit
-# trail (and its feedback can quiet) once that instance has written it.
+# trail (and its feedback can quiet) once that instance has written it; another instance's
+# index of quieted patients is read about once a second.
 EVENTUALLY_S = 10
 
 
@@ -240,7 +241,8 @@ def test_feedback_that_arrives_before_its_card_is_audited_quiets_on_every_instan
         return "cramp-labs-missing" not in cards_of(base_url, "cramps-only", who)
 
     assert eventually(lambda: quiet_on(cluster.at(0)))
-    assert quiet_on(cluster.at(0, "b"))
+    # The other instance learns of the patient's entry within about a second (its index).
+    assert eventually(lambda: quiet_on(cluster.at(0, "b")))
 
 
 # --- operators: the console, lifting, the CLI, analytics -----------------------------------
@@ -387,7 +389,8 @@ def test_over_postgresql_feedback_to_one_instance_quiets_the_other_until_lifted(
     assert override(two.at(0), card["uuid"], "already-addressed")["stored"] == 1
 
     assert eventually(lambda: "cramp-labs-missing" not in cards_of(one.at(0), "cramps-only", who))
-    assert "cramp-labs-missing" not in cards_of(two.at(0), "cramps-only", who)
+    # Whoever filled the pending entry in, the other instance's index has it within a second.
+    assert eventually(lambda: "cramp-labs-missing" not in cards_of(two.at(0), "cramps-only", who))
     assert "cramp-labs-missing" in cards_of(one.at(0), "cramps-only", other)
     assert "cramp-labs-missing" not in cards_of(one.at(30), "cramps-only", who)
     assert "cramp-labs-missing" in cards_of(one.at(31), "cramps-only", who)

@@ -5,6 +5,7 @@ entry quiets which card on which day, what changes the evidence digest, the card
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from datetime import date, timedelta
 
@@ -12,8 +13,8 @@ import pytest
 
 from cds_service import cards, quiet, terminology
 from cds_service.console.catalog import code_uses
-from cds_service.errors import ConfigurationError
-from cds_service.quiet import CardRecord, QuietEntry, Quieting, holds
+from cds_service.errors import ConfigurationError, StoreUnavailable
+from cds_service.quiet import CardRecord, PatientIndex, QuietEntry, Quieting, holds
 from cds_service.rules.base import REGISTRY, Evidence, Finding
 
 DAY0 = date(2026, 11, 20)
@@ -265,3 +266,75 @@ def test_pending_entries_whose_card_never_comes_are_forgotten_after_two_days():
     assert len(store.rows) == 1
     quieting.settle(DAY0 + timedelta(days=3))
     assert store.rows == {}
+
+
+# --- the per-worker index of patients to look up -----------------------------------------
+
+
+class IndexedStore(FakeStore):
+    """The fake store with the background read of the patients a hook call must look up."""
+
+    def quieted_patients(self, today):
+        running = {
+            e.patient_hash
+            for e in self.rows.values()
+            if e.patient_hash and e.until >= today and e.lifted_at is None
+        }
+        found = {
+            self.cards[e.card_uuid].patient_hash
+            for e in self.rows.values()
+            if e.pending and e.card_uuid in self.cards
+        }
+        return running | found
+
+
+def eventually(check, seconds: float = 10):
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return check()
+
+
+def test_the_index_looks_up_only_its_patients_and_learns_other_workers_entries():
+    store = IndexedStore()
+    here = Quieting(store, hasher, PatientIndex(store, refresh_s=0.05))
+    there = Quieting(store, hasher, PatientIndex(store, refresh_s=0.05))  # another worker
+    digest = here.digest("f1")
+    store.cards[U1] = CardRecord(U1, "p1", "cramp-labs-missing", "info", digest)
+    assert len(here.apply("p1", [card("cramp-labs-missing", "info", U2)], ["f1"], DAY0).cards) == 1
+    assert store.lookups == 0  # no entry for anyone: no lookup
+
+    assert there.on_feedback([overridden(U1)], DAY0) == 1
+    # The worker that recorded it quiets at once; the other within its refresh.
+    assert there.apply("p1", [card("cramp-labs-missing", "info", U3)], ["f1"], DAY0).cards == []
+    assert eventually(
+        lambda: here.apply("p1", [card("cramp-labs-missing", "info", U4)], ["f1"], DAY0).cards == []
+    )
+    lookups = store.lookups
+    here.apply("p2", [card("cramp-labs-missing", "info", U4)], ["f1"], DAY0)
+    assert store.lookups == lookups  # another patient: still no lookup
+
+
+def test_the_index_finds_the_patient_of_a_pending_entry_once_its_card_is_audited():
+    store = IndexedStore()
+    quieting = Quieting(store, hasher, PatientIndex(store, refresh_s=0.05))
+    assert quieting.apply("p1", [card("cramp-labs-missing", "info", U2)], ["f"], DAY0).cards
+    assert quieting.on_feedback([overridden(U1)], DAY0) == 1  # pending: its card not audited
+    store.cards[U1] = CardRecord(U1, "p1", "cramp-labs-missing", "info", quieting.digest("f"))
+    assert eventually(
+        lambda: (
+            quieting.apply("p1", [card("cramp-labs-missing", "info", U3)], ["f"], DAY0).cards == []
+        )
+    )
+    assert not next(iter(store.rows.values())).pending  # filled in by the hook call's lookup
+
+
+def test_until_the_index_is_read_every_patient_is_looked_up():
+    class Down(IndexedStore):
+        def quieted_patients(self, today):
+            raise StoreUnavailable("down")
+
+    store = Down()
+    quieting = Quieting(store, hasher, PatientIndex(store, refresh_s=60))
+    quieting.apply("p1", [card("cramp-labs-missing", "info", U1)], ["f"], DAY0)
+    assert store.lookups == 1

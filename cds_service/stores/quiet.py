@@ -2,9 +2,11 @@
 engine: in `audit.sqlite3` embedded, in the shared database otherwise, so that every instance
 quiets the same cards and a lift stops an entry at once everywhere.
 
-The hook path makes one query (`for_patient`): the patient's running entries by the index on
-(patient_hash, until_day), and the pending entries (feedback that came before its card's audit
-row, normally none) joined to the audit trail's card and invocation rows of this patient.
+The hook path makes one query (`for_patient`), and only for a patient each worker's index
+(`quieted_patients`, read in the background about once a second) names: the patient's running
+entries by the index on (patient_hash, until_day), and the pending entries (feedback that came
+before its card's audit row, normally none) joined to the audit trail's card and invocation
+rows of this patient.
 """
 
 from __future__ import annotations
@@ -35,6 +37,22 @@ WHERE q.patient_hash IS NULL AND q.lifted_at IS NULL AND i.patient_hash = :patie
 )
 
 
+# Every patient with a running entry, and every patient whose audited card a pending entry
+# names (the hook path's query then fills that entry in). Pending entries are normally none.
+_QUIETED_PATIENTS = sa.text(
+    """
+SELECT DISTINCT patient_hash FROM quiet
+WHERE patient_hash IS NOT NULL AND until_day >= :today AND lifted_at IS NULL
+UNION
+SELECT i.patient_hash
+FROM quiet AS q
+JOIN card AS c ON c.card_uuid = q.card_uuid
+JOIN invocation AS i ON i.id = c.invocation_id
+WHERE q.patient_hash IS NULL AND q.lifted_at IS NULL AND i.patient_hash IS NOT NULL
+"""
+)
+
+
 def _day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
@@ -60,6 +78,14 @@ class SqlQuietStore:
 
     def __init__(self, engine: sa.Engine):
         self._engine = engine
+        # sqlite3 blocks in C: under gevent, background reads go to the hub's thread pool.
+        self.blocking = engine.dialect.name == "sqlite"
+
+    def quieted_patients(self, today: date) -> set[str]:
+        """The patient hashes a hook call must look up (see _QUIETED_PATIENTS)."""
+        with answering("quiet"), self._engine.connect() as connection:
+            rows = connection.execute(_QUIETED_PATIENTS, {"today": today.isoformat()})
+            return {row[0] for row in rows}
 
     def card(self, card_uuid: str) -> CardRecord | None:
         query = (

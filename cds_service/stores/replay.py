@@ -15,9 +15,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .. import metrics
+from ..cooperative import off_hub
 from ..errors import StoreUnavailable
 from .schema import seen_jti
-from .sql import answering, insert
+from .sql import answering
 
 log = logging.getLogger("cds_service.stores")
 
@@ -32,16 +33,25 @@ class SqliteReplayStore:
         self._engine = engine
         seen_jti.metadata.create_all(engine)  # a cache, not a record: no migrations
 
+    # On every authenticated call: the statement as SQLite reads it, sent as is (building it
+    # with SQLAlchemy's expression language cost 0.2 ms a call, the write itself 0.03 ms).
+    _FIRST_USE = (
+        "INSERT INTO seen_jti (iss, jti, exp) VALUES (?, ?, ?) "
+        "ON CONFLICT (iss, jti) DO UPDATE SET exp = excluded.exp "
+        "WHERE seen_jti.exp < ?"  # an expired earlier use frees the id
+    )
+
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        # In the hub's thread pool under gevent: sqlite3 blocks in C, and while another worker
+        # holds the write lock its busy handler sleeps there, stopping every connection of
+        # this worker (measured, ES384 per call, 2 workers, side by side: p99 36 ms against
+        # 95-155 ms inline, req/s within 5 %).
+        return off_hub(self._first_use, iss, jti, exp)
+
+    def _first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()
-        statement = insert(self._engine, seen_jti).values(iss=iss, jti=jti, exp=exp)
-        statement = statement.on_conflict_do_update(  # an expired earlier use frees the id
-            index_elements=["iss", "jti"],
-            set_={"exp": statement.excluded.exp},
-            where=seen_jti.c.exp < now,
-        )
         with answering("token replay"), self._engine.begin() as connection:
-            first = connection.execute(statement).rowcount == 1
+            first = connection.exec_driver_sql(self._FIRST_USE, (iss, jti, exp, now)).rowcount == 1
             if first and hash(jti) % 64 == 0:
                 connection.execute(sa.delete(seen_jti).where(seen_jti.c.exp < now - 3600))
         return first
