@@ -27,7 +27,15 @@ from .gather import Gap, Gathered
 from .labs import LABS, Lab
 from .notes import NoteFinding
 from .services import NOTE_SIGN_HOOK
-from .terminology import SYSTEM_LABELS, Coding, Hit, Terminology, codings_of, concept_text
+from .terminology import (
+    SYSTEM_LABELS,
+    Coding,
+    Hit,
+    Terminology,
+    coding_list,
+    codings_of,
+    concept_text,
+)
 
 log = logging.getLogger(__name__)
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
@@ -71,7 +79,7 @@ def label_of(concept: object, fallback: str) -> str:
     text = concept.get("text")
     if isinstance(text, str) and text:
         return text
-    for coding in concept.get("coding") or []:
+    for coding in coding_list(concept):
         if isinstance(coding, dict):
             display, code = coding.get("display"), coding.get("code")
             if (
@@ -583,7 +591,7 @@ def _names_of(concept: dict) -> list[str]:
     if isinstance(concept, dict):  # codings without a system still carry a display
         texts += [
             c["display"]
-            for c in concept.get("coding") or []
+            for c in coding_list(concept)
             if isinstance(c, dict) and isinstance(c.get("display"), str) and not c.get("system")
         ]
     return list(dict.fromkeys(t.strip() for t in texts if t and t.strip()))
@@ -987,7 +995,7 @@ def _status(concept: object) -> str | None:
     for coding in codings_of(concept):
         return coding.code
     if isinstance(concept, dict):  # codings without a system still carry the status code
-        for coding in concept.get("coding") or []:
+        for coding in coding_list(concept):
             if isinstance(coding, dict) and isinstance(coding.get("code"), str):
                 return coding["code"]
     return None

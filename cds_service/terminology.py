@@ -55,14 +55,18 @@ def normalise(system: str, code: str) -> str:
     return code.replace(".", "").upper() if system == ICD10CM else code
 
 
+def coding_list(concept: object) -> list:
+    """A CodeableConcept's `coding` array as sent, or [] when the concept or the array is not
+    one (a number, a string, an object: not FHIR, so nothing in it is read)."""
+    if not isinstance(concept, dict):
+        return []
+    codings = concept.get("coding")
+    return codings if isinstance(codings, list) else []
+
+
 def codings_of(concept: object) -> Iterator[Coding]:
     """The codings of a CodeableConcept, skipping malformed ones."""
-    if not isinstance(concept, dict):
-        return
-    codings = concept.get("coding")
-    if not isinstance(codings, list):  # absent, or not FHIR (a number, an object...)
-        return
-    for coding in codings:
+    for coding in coding_list(concept):
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str) and isinstance(code, str) and code:

@@ -556,3 +556,19 @@ def test_a_draft_order_whose_coding_is_not_a_list_is_answered_never_a_500(client
     answer = client.call(expected["service"], broken)
     assert answer.status_code in (200, 400), answer.text
     assert "Traceback" not in answer.text
+
+
+def test_status_and_value_concepts_whose_coding_is_not_a_list_are_answered_never_a_500(client):
+    """Found by the chart fuzzer too: a Condition's clinicalStatus with `coding: 1`. Every
+    CodeableConcept the chart reads takes the same path (terminology.coding_list)."""
+    request, expected = load_scenario("association-both-features")
+    request["hookInstance"] = str(uuid.uuid4())
+    for bundle in request["prefetch"].values():
+        for entry in (bundle or {}).get("entry") or []:
+            resource = entry["resource"]
+            for key in ("clinicalStatus", "verificationStatus", "valueCodeableConcept"):
+                if key in resource:
+                    resource[key]["coding"] = 1
+    answer = client.call(expected["service"], request)
+    assert answer.status_code in (200, 400), answer.text
+    assert "Traceback" not in answer.text

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from ..chart import Chart, Match
 from ..fhirdates import parse
+from ..terminology import coding_list, concept_text
 from .base import Evidence, of
 
 NEW_EPISODE_DAYS = 42  # six weeks
@@ -45,8 +46,8 @@ def pregnancy(chart: Chart) -> list[Evidence]:
     found += of("pregnancy", chart.conditions_in("PREGNANCY_EPISODE", PREGNANCY_EPISODE_DAYS))
     for match in chart.observations_coded("PREGNANCY_STATUS", PREGNANCY_EPISODE_DAYS):
         value = match.fact.resource.get("valueCodeableConcept")
-        codes = {c.get("code") for c in (value or {}).get("coding") or [] if isinstance(c, dict)}
-        text = str((value or {}).get("text") or "").strip().lower()
+        codes = {c.get("code") for c in coding_list(value) if isinstance(c, dict)}
+        text = concept_text(value).strip().lower()
         if codes & PREGNANT_CODES or text == "pregnant":
             found.append(Evidence("pregnancy-status", match=match))
     for match in chart.observations_coded("DELIVERY_DATE", 365):
