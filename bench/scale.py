@@ -164,7 +164,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="cds-scale-"))
     kid = make_key_pair(work / "keys", "ES384", "scale-1")
     jwks = json.loads((work / "keys" / "jwks.json").read_text())
-    (work / "trust.json").write_text(json.dumps({"issuers": [{"iss": ISSUER, "jwks": jwks}]}))
+    # run.sign_tokens signs as <ISSUER>/<alg> (one issuer per algorithm in bench/run.py)
+    issuer = f"{ISSUER}/es384"
+    (work / "trust.json").write_text(json.dumps({"issuers": [{"iss": issuer, "jwks": jwks}]}))
     env = {
         "CDS_TRUST_CONFIG": str(work / "trust.json"),
         "CDS_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
