@@ -22,8 +22,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-from servers import ServiceProcess, free_port, start_service, stop, wait_until_up, worker_pids
+from servers import (
+    ServiceProcess,
+    debian_package,
+    free_port,
+    start_service,
+    stop,
+    wait_until_up,
+    worker_pids,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
@@ -37,20 +44,10 @@ LISTEN = re.compile(r"^(?P<indent>\s*)listen (?P<port>\d+);$")
 
 
 def install_nginx() -> Path:
-    """Debian's nginx, installed with apt-get (nginx-light) if it is not there yet."""
+    """Debian's nginx (nginx-light), installed with apt-get if it is not there yet."""
     if NGINX.exists():
         return NGINX
-    apt = shutil.which("apt-get")
-    if apt is None:
-        pytest.fail("/usr/sbin/nginx is missing and apt-get is not available to install it")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "-q", "--no-install-recommends", "nginx-light"]
-    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:  # the package lists may be missing or stale: update, then retry
-        subprocess.run([apt, "update", "-q"], env=env, capture_output=True, timeout=600)
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0 or not NGINX.exists():
-        pytest.fail(f"could not install Debian's nginx:\n{result.stdout[-2000:]}{result.stderr}")
+    debian_package(NGINX, "nginx-light")
     # The package starts a system nginx on port 80: this project does not use it.
     subprocess.run(["nginx", "-s", "stop"], capture_output=True, timeout=30)
     return NGINX

@@ -23,6 +23,30 @@ import requests
 BIN = Path(sys.executable).parent
 
 
+def debian_package(binary: Path, package: str) -> Path:
+    """`binary`, installed with apt-get from Debian's `package` if it is not there yet (tests that
+    need nginx or Chromium fail, never skip, when it cannot be installed)."""
+    import shutil
+
+    import pytest
+
+    if binary.exists():
+        return binary
+    apt = shutil.which("apt-get")
+    if apt is None:
+        pytest.fail(f"{binary} is missing and apt-get is not available to install {package}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "-q", "--no-install-recommends", package]
+    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:  # the package lists may be missing or stale: update, then retry
+        subprocess.run([apt, "update", "-q"], env=env, capture_output=True, timeout=600)
+        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0 or not binary.exists():
+        output = f"{result.stdout[-2000:]}{result.stderr}"
+        pytest.fail(f"could not install Debian's {package}:\n{output}")
+    return binary
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE_NOW
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
-from servers import ServiceProcess, start_service, stop
+from servers import ServiceProcess, debian_package, start_service, stop
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -37,20 +34,7 @@ TIMEOUT_MS = 15_000
 
 def install_chromium() -> Path:
     """Debian's Chromium, installed with apt-get if it is not there yet."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    apt = shutil.which("apt-get")
-    if apt is None:
-        pytest.fail("/usr/bin/chromium is missing and apt-get is not available to install it")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:  # the package lists may be missing or stale: update, then retry
-        subprocess.run([apt, "update", "-q"], env=env, capture_output=True, timeout=600)
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0 or not CHROMIUM.exists():
-        pytest.fail(f"could not install Debian's chromium:\n{result.stdout[-2000:]}{result.stderr}")
-    return CHROMIUM
+    return debian_package(CHROMIUM, "chromium")
 
 
 @pytest.fixture(scope="module")
