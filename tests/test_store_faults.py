@@ -251,35 +251,35 @@ def serve(workdir: Path, url: str, hash_key: str | None = "5e" * 32) -> subproce
     )
 
 
+def refusal(process: subprocess.Popen) -> str:
+    """The one line `serve` ends with when it refuses to start (exit code 2, no traceback)."""
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 2
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("cds-service: ")
+    return last
+
+
 def test_serve_refuses_a_shared_database_without_a_patient_hash_key(tmp_path):
     """Each machine would otherwise make its own key, and the shared audit trail would know
     one patient under as many hashes as there are instances."""
     with postgres_database() as url:
         assert migrate(url, tmp_path).returncode == 0
         process = serve(tmp_path, url, hash_key=None)
-        try:
-            _, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-        assert process.returncode == 2
-        last = stderr.strip().splitlines()[-1]
-        assert last.startswith("cds-service: ") and "CDS_LOG_HASH_KEY" in last
-        assert "Traceback" not in stderr
+        last = refusal(process)
+        assert "CDS_LOG_HASH_KEY" in last
 
 
 def test_serve_refuses_a_database_whose_schema_is_behind_until_db_upgrade(tmp_path):
     with postgres_database() as url:
         process = serve(tmp_path, url)
-        try:
-            _, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-        assert process.returncode == 2
-        last = stderr.strip().splitlines()[-1]
-        assert last.startswith("cds-service: ") and "cds-service db upgrade" in last
-        assert "Traceback" not in stderr
+        last = refusal(process)
+        assert "cds-service db upgrade" in last
         done = migrate(url, tmp_path)
         assert done.returncode == 0, done.stderr
         service = start_service(tmp_path, {"CDS_DATABASE_URL": url}, workers=1)
