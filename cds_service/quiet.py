@@ -47,7 +47,7 @@ from .cooperative import off_hub
 from .errors import StoreUnavailable
 from .feedback import canonical_card
 from .rules.base import Evidence, Finding
-from .terminology import codings_of, concept_text
+from .terminology import coding_list, concept_text
 
 log = logging.getLogger("cds_service.quiet")
 
@@ -89,7 +89,18 @@ def _canonical_json(value: object) -> str:
 
 
 def _codes(concept: object) -> list[str]:
-    codes = sorted({f"{c.system}|{c.code}" for c in codings_of(concept)})
+    # The codings terminology.codings_of yields (a system and a non-empty code, both text),
+    # read straight from the concept: no Coding object is needed for "system|code".
+    codes = sorted(
+        {
+            f"{coding['system']}|{coding['code']}"
+            for coding in coding_list(concept)
+            if isinstance(coding, dict)
+            and isinstance(coding.get("system"), str)
+            and isinstance(coding.get("code"), str)
+            and coding["code"]
+        }
+    )
     # A record without codes is known by its name (matched by name): its name is its identity.
     return codes or [f"text|{concept_text(concept).strip().lower()}"]
 
