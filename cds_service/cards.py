@@ -96,8 +96,9 @@ def quiet_days(rule_id: str, indicator: str) -> int | None:
 
 
 def render(findings: list[Finding], trigger: list[Evidence], chart: Chart, hook_instance: str):
+    words = _Words(chart)
     offered: set[str] = set()  # note findings already offered for the problem list
-    return [_card(f, trigger, chart, hook_instance, offered) for f in findings]
+    return [_card(f, trigger, words, hook_instance, offered) for f in findings]
 
 
 def _applies(item: dict, flags: frozenset[str]) -> bool:
@@ -106,16 +107,256 @@ def _applies(item: dict, flags: frozenset[str]) -> bool:
     return not ("unless" in item and item["unless"] in flags)
 
 
+# --- each rule's card content, prepared once ---------------------------------------------
+#
+# What is the same on every card of a rule (its texts stripped, its source, links and override
+# reasons, its suggestions' resources as JSON text) is read out of the YAML once, the first
+# time the rule's card is rendered; a card then fills in only what varies with the finding.
+
+
+@dataclass(frozen=True)
+class _Action:
+    type: str
+    description: str
+    # The resource as JSON text (a fresh copy per card is one json.loads, much cheaper than
+    # copying the template); None for `for_each_order`: a delete per draft order named.
+    resource_json: str | None
+
+
+@dataclass(frozen=True)
+class _Suggestion:
+    switch: dict  # the template, for its `when:` / `unless:` (_applies)
+    label: str
+    recommended: bool | None  # None: the template says nothing (no isRecommended)
+    actions: tuple[_Action, ...]
+
+
+@dataclass(frozen=True)
+class _CardText:
+    summary: str
+    summaries: tuple[dict, ...]
+    detail: str
+    paragraphs: tuple[tuple[dict, str], ...]  # (the paragraph, its text stripped)
+    sources_line: str
+    show_cramps: bool
+    note_findings: str | None
+    source: tuple[str, str, str, str, str]  # label, url, topic system, rule id, topic display
+    suggestions: tuple[_Suggestion, ...]
+    selection_behavior: str
+    override_reasons: tuple[tuple[str, str, str], ...]  # system, code, display
+    links: tuple[tuple[str, str], ...]
+
+
+@cache
+def _card_text(rule_id: str) -> _CardText:
+    common = content().common
+    text = content().cards[rule_id]
+    source = text["source"]
+    reasons = common["override_reasons"] + (text.get("extra_override_reasons") or [])
+    return _CardText(
+        summary=text["summary"],
+        summaries=tuple(text.get("summaries", [])),
+        detail=text["detail"].strip(),
+        paragraphs=tuple((p, p["text"].strip()) for p in text.get("paragraphs") or []),
+        sources_line=f"**{common['headings']['sources']}** {text['guideline']}",
+        show_cramps=bool(text.get("show_cramps")),
+        note_findings=text.get("note_findings"),
+        source=(
+            source["label"],
+            source["url"],
+            common["topic_system"],
+            rule_id,
+            source["topic_display"],
+        ),
+        suggestions=tuple(_prepare_suggestion(s) for s in text.get("suggestions") or []),
+        selection_behavior=text.get("selectionBehavior", "any"),
+        override_reasons=tuple(
+            (common["override_reason_system"], r["code"], r["display"]) for r in reasons
+        ),
+        links=tuple((link["label"], link["url"]) for link in text.get("links") or []),
+    )
+
+
+def _prepare_suggestion(template: dict) -> _Suggestion:
+    return _Suggestion(
+        switch=template,
+        label=template["label"],
+        recommended=bool(template["isRecommended"]) if "isRecommended" in template else None,
+        actions=tuple(
+            _Action("delete", action["description"], None)
+            if action.get("for_each_order")
+            else _Action(action["type"], action["description"], _resource_json(action))
+            for action in template["actions"]
+        ),
+    )
+
+
+PATIENT_JSON = '"{patient}"'  # in a suggestion template: the patient's reference
+
+
+def _resource_json(template: dict) -> str:
+    """A create action's resource as JSON text: inline, or a shared one (`resource_ref`) with
+    overrides."""
+    if "resource_ref" in template:
+        resource = copy.deepcopy(content().common["resources"][template["resource_ref"]])
+        resource.update(copy.deepcopy(template.get("overrides") or {}))
+    else:
+        resource = copy.deepcopy(template["resource"])
+    return json.dumps(resource)
+
+
 # --- words -------------------------------------------------------------------------------
 
 
 def shown_day(day: str | None, now: datetime) -> str:
     """ "18 Nov" this year, "18 Nov 2025" before; "" when unknown."""
+    return _shown_day(day, str(now.year))
+
+
+def _shown_day(day: str | None, this_year: str) -> str:
     if not day or len(day) < 10:
         return day or ""
-    year, month, dom = day[:4], int(day[5:7]), int(day[8:10])
-    text = f"{dom} {MONTHS[month - 1]}"
-    return text if year == str(now.year) else f"{text} {year}"
+    year = day[:4]
+    text = _DAY_MONTH.get(day[5:10])
+    if text is None:  # not "MM-DD" with two digits each: read as numbers, as they always were
+        month, dom = int(day[5:7]), int(day[8:10])
+        text = f"{dom} {MONTHS[month - 1]}"
+    return text if year == this_year else f"{text} {year}"
+
+
+# "11-18" -> "18 Nov": every month and day of month in two digits, looked up instead of read
+# as numbers and formatted (the days of a response are mostly distinct).
+_DAY_MONTH = {
+    f"{month:02d}-{dom:02d}": f"{dom} {name}"
+    for month, name in enumerate(MONTHS, start=1)
+    for dom in range(1, 32)
+}
+
+
+class _Words:
+    """The words of one response's cards, from one chart. What several cards of the response
+    share is worked out once: the days as shown, each piece of evidence's name and line (the
+    evidence objects live as long as the response is rendered, so they are known by id), what
+    the chart could not read, the patient's reference as JSON."""
+
+    def __init__(self, chart: Chart):
+        self.chart = chart
+        self.common = content().common
+        self.year = str(chart.now.year)
+        self._days: dict[str | None, str] = {}
+        self._names: dict[int, str] = {}
+        self._lines: dict[tuple[int, int], str] = {}
+        self._cannot_read: list[str] | None = None
+        self._patient_json: str | None = None
+        self._noted_trigger: list[NoteFact] | None = None
+
+    def day(self, day: str | None) -> str:
+        shown = self._days.get(day)
+        if shown is None:
+            shown = self._days[day] = _shown_day(day, self.year)
+        return shown
+
+    def name(self, evidence: Evidence) -> str:
+        name = self._names.get(id(evidence))
+        if name is None:
+            name = self._names[id(evidence)] = _name(evidence)
+        return name
+
+    def label(self, evidence: Evidence) -> str:
+        template = self.common["evidence"][evidence.label]
+        return template.format_map(self.values(evidence) if evidence.values else _NO_VALUES)
+
+    def values(self, evidence: Evidence) -> dict[str, str]:
+        values = dict(evidence.values)
+        if "due" in values:
+            values["due"] = self.day(values["due"])
+        return values
+
+    def line(self, evidence: Evidence, count: int = 1) -> str:
+        """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)"."""
+        key = (id(evidence), count)
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = self._line(evidence, count)
+        return line
+
+    def _line(self, evidence: Evidence, count: int) -> str:
+        label = self.label(evidence)
+        name = self.name(evidence)
+        where = [
+            part
+            for part in (
+                _source(evidence, self.common["sources"]),
+                self.day(evidence.day),
+                _code_label(evidence),
+                f"x{count}" if count > 1 else "",
+            )
+            if part
+        ]
+        text = f"{label}: {name}" if name and name.lower() != label.lower() else label
+        return f"{text} ({', '.join(where)})" if where else text
+
+    def evidence_lines(self, items: list[Evidence]) -> list[str]:
+        """Each finding once: the latest of those with the same label and name, counted."""
+        seen: dict[tuple[str, str], list[Evidence]] = {}
+        for item in items:
+            seen.setdefault((item.label, self.name(item).lower()), []).append(item)
+        lines = [
+            self.line(group[0] if len(group) == 1 else max(group, key=_day_or_blank), len(group))
+            for group in seen.values()
+        ]
+        return list(dict.fromkeys(lines))
+
+    def decisive(self, evidence: Evidence | None) -> str:
+        """The decisive finding for a summary: "Potassium 2.9 mmol/L (18 Nov)"."""
+        if evidence is None:
+            return ""
+        name = self.name(evidence)
+        in_note = evidence.match is not None and isinstance(evidence.match.fact, NoteFact)
+        if not name or in_note:
+            name = self.label(evidence)
+            if in_note:
+                name += " " + self.common["in_note"]
+        day = self.day(evidence.day)
+        return f"{name} ({day})" if day else name
+
+    def unreadable(self, item: Unreadable) -> str:
+        values = {"subject": item.subject, "day": self.day(item.day), **dict(item.values)}
+        text = self.common["unreadable"][item.reason].format_map(values)
+        return " ".join(text.replace(" ()", "").split())
+
+    def cannot_read(self, finding: Finding) -> list[str]:
+        """What the card lists as not read: the finding's own, then the chart's (the same on
+        every card), each once."""
+        if self._cannot_read is None:
+            chart = self.chart
+            gaps = self.common["gaps"]
+            self._cannot_read = [
+                *(self.unreadable(u) for u in chart.unreadable),
+                *(gaps[g.reason].format(key=g.key, detail=g.detail) for g in chart.gaps),
+            ]
+        if not finding.missing:
+            return list(dict.fromkeys(self._cannot_read))
+        own = [self.unreadable(u) for u in finding.missing]
+        return list(dict.fromkeys([*own, *self._cannot_read]))
+
+    def noted_trigger(self, trigger: list[Evidence]) -> list[NoteFact]:
+        """The draft-note findings the trigger quotes: the same trigger for every card."""
+        if self._noted_trigger is None:
+            self._noted_trigger = _noted(trigger, self.chart)
+        return list(self._noted_trigger)
+
+    def patient_json(self) -> str:
+        if self._patient_json is None:
+            self._patient_json = json.dumps(self.chart.patient_reference)
+        return self._patient_json
+
+
+_NO_VALUES: dict[str, str] = {}  # the values of evidence that quotes none (never written to)
+
+
+def _day_or_blank(evidence: Evidence) -> str:
+    return evidence.day or ""
 
 
 def _code_label(evidence: Evidence) -> str:
@@ -127,8 +368,7 @@ def _code_label(evidence: Evidence) -> str:
     return f"{system} {coding.code}" if system else ""
 
 
-def _source(evidence: Evidence) -> str:
-    sources = content().common["sources"]
+def _source(evidence: Evidence, sources: dict[str, str]) -> str:
     if evidence.result is not None:
         return sources["lab-by-name" if evidence.result.by_name else evidence.result.fact.source]
     if evidence.match is not None:
@@ -154,13 +394,6 @@ def _name(evidence: Evidence) -> str:
         if item is not None:
             return item.name
     return ""
-
-
-def _values(evidence: Evidence, chart: Chart) -> dict[str, str]:
-    values = dict(evidence.values)
-    if "due" in values:
-        values["due"] = shown_day(values["due"], chart.now)
-    return values
 
 
 def _number(value: float, decimals: int) -> str:
@@ -189,55 +422,18 @@ def lab_text(result: LabResult) -> str:
     return f"{common['labs'][lab.value_set]} {value}"
 
 
-def evidence_line(evidence: Evidence, chart: Chart, count: int = 1, name: str | None = None) -> str:
-    """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)". `name` is
-    `_name(evidence)` when the caller has it already."""
-    label = content().common["evidence"][evidence.label].format_map(_values(evidence, chart))
-    name = _name(evidence) if name is None else name
-    where = [
-        part
-        for part in (
-            _source(evidence),
-            shown_day(evidence.day, chart.now),
-            _code_label(evidence),
-            f"x{count}" if count > 1 else "",
-        )
-        if part
-    ]
-    text = f"{label}: {name}" if name and name.lower() != label.lower() else label
-    return f"{text} ({', '.join(where)})" if where else text
-
-
-def _evidence_lines(items: list[Evidence], chart: Chart) -> list[str]:
-    """Each finding once: the latest of those with the same label and name, counted."""
-    seen: dict[tuple[str, str], list[tuple[Evidence, str]]] = {}
-    for item in items:
-        name = _name(item)
-        seen.setdefault((item.label, name.lower()), []).append((item, name))
-    lines = []
-    for group in seen.values():
-        latest, name = max(group, key=lambda pair: pair[0].day or "")
-        lines.append(evidence_line(latest, chart, len(group), name))
-    return list(dict.fromkeys(lines))
+def evidence_line(evidence: Evidence, chart: Chart, count: int = 1) -> str:
+    """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)"."""
+    return _Words(chart).line(evidence, count)
 
 
 def decisive_text(evidence: Evidence | None, chart: Chart) -> str:
     """The decisive finding for a summary: "Potassium 2.9 mmol/L (18 Nov)"."""
-    if evidence is None:
-        return ""
-    name = _name(evidence)
-    if not name or (evidence.match is not None and isinstance(evidence.match.fact, NoteFact)):
-        name = content().common["evidence"][evidence.label].format_map(_values(evidence, chart))
-        if evidence.match is not None and isinstance(evidence.match.fact, NoteFact):
-            name += " " + content().common["in_note"]
-    day = shown_day(evidence.day, chart.now)
-    return f"{name} ({day})" if day else name
+    return _Words(chart).decisive(evidence)
 
 
 def unreadable_line(item: Unreadable, chart: Chart) -> str:
-    values = {"subject": item.subject, "day": shown_day(item.day, chart.now), **dict(item.values)}
-    text = content().common["unreadable"][item.reason].format_map(values)
-    return " ".join(text.replace(" ()", "").split())
+    return _Words(chart).unreadable(item)
 
 
 # --- the card ----------------------------------------------------------------------------
@@ -246,59 +442,58 @@ def unreadable_line(item: Unreadable, chart: Chart) -> str:
 def _card(
     finding: Finding,
     trigger: list[Evidence],
-    chart: Chart,
+    words: _Words,
     hook_instance: str,
-    offered: set[str] | None = None,
+    offered: set[str],
 ) -> dict:
-    common = content().common
-    text = content().cards[finding.rule_id]
-    shows_cramps = bool(text.get("show_cramps"))
+    chart = words.chart
+    text = _card_text(finding.rule_id)
+    flags = finding.flags
+    decisive = finding.decisive
+    reasons = words.common["reasons"]
     values = {
-        "decisive": decisive_text(finding.decisive, chart),
-        "decisive_day": shown_day(finding.decisive.day if finding.decisive else None, chart.now),
-        "reasons": ", ".join(common["reasons"][r] for r in finding.reasons),
+        "decisive": words.decisive(decisive),
+        "decisive_day": words.day(decisive.day if decisive else None),
+        "reasons": ", ".join([reasons[r] for r in finding.reasons]),
     }
     noted = _noted(finding.evidence, chart)
-    noted_trigger = _noted(trigger, chart) if text.get("note_findings") == "all" else []
-    summary = next(
-        (s["text"] for s in text.get("summaries", []) if _applies(s, finding.flags)),
-        text["summary"],
-    )
-    card_uuid = uuid5(CARD_NAMESPACE, f"{hook_instance}/{finding.rule_id}")
-    evidence = [*trigger, *finding.evidence] if shows_cramps else list(finding.evidence)
+    noted_trigger = words.noted_trigger(trigger) if text.note_findings == "all" else []
+    summary = next((s["text"] for s in text.summaries if _applies(s, flags)), text.summary)
+    card_uuid = _card_uuid(f"{hook_instance}/{finding.rule_id}")
+    evidence = [*trigger, *finding.evidence] if text.show_cramps else finding.evidence
+    label, url, topic_system, topic_code, topic_display = text.source
     card: dict = {
         "uuid": card_uuid,
         "summary": fit_summary(summary, values),
         "indicator": finding.indicator,
-        "detail": _detail(text, finding, evidence, chart, values, bool(noted or noted_trigger)),
+        "detail": _detail(text, finding, evidence, words, values, bool(noted or noted_trigger)),
         "source": {
-            "label": text["source"]["label"],
-            "url": text["source"]["url"],
-            "topic": {
-                "system": common["topic_system"],
-                "code": finding.rule_id,
-                "display": text["source"]["topic_display"],
-            },
+            "label": label,
+            "url": url,
+            "topic": {"system": topic_system, "code": topic_code, "display": topic_display},
         },
     }
-    templates = [s for s in text.get("suggestions") or [] if _applies(s, finding.flags)]
-    suggestions = [_suggestion(s, card_uuid, i, chart, finding) for i, s in enumerate(templates)]
-    scope = {"evidence": noted, "all": noted_trigger + noted}.get(text.get("note_findings"), [])
-    to_offer = _to_offer(scope, set() if offered is None else offered)
+    templates = [s for s in text.suggestions if _applies(s.switch, flags)]
+    suggestions = [_suggestion(s, card_uuid, i, words, finding) for i, s in enumerate(templates)]
+    if text.note_findings == "evidence":
+        scope = noted
+    elif text.note_findings == "all":
+        scope = noted_trigger + noted
+    else:
+        scope = []
+    to_offer = _to_offer(scope, offered) if scope else []
     if to_offer:
         suggestions.append(_problem_list(to_offer, card_uuid, len(templates)))
     if suggestions:
         card["suggestions"] = suggestions
-        card["selectionBehavior"] = text.get("selectionBehavior", "any")
-    reasons = common["override_reasons"] + (text.get("extra_override_reasons") or [])
+        card["selectionBehavior"] = text.selection_behavior
     card["overrideReasons"] = [
-        {"system": common["override_reason_system"], "code": r["code"], "display": r["display"]}
-        for r in reasons
+        {"system": system, "code": code, "display": display}
+        for system, code, display in text.override_reasons
     ]
-    if text.get("links"):
+    if text.links:
         card["links"] = [
-            {"label": link["label"], "url": link["url"], "type": "absolute"}
-            for link in text["links"]
+            {"label": label, "url": url, "type": "absolute"} for label, url in text.links
         ]
     return card
 
@@ -318,32 +513,35 @@ def fit_summary(template: str, values: dict) -> str:
 
 
 def _detail(
-    text: dict,
+    text: _CardText,
     finding: Finding,
-    evidence: list[Evidence],
-    chart: Chart,
+    evidence: list[Evidence] | tuple[Evidence, ...],
+    words: _Words,
     values: dict,
     from_note: bool = False,
 ) -> str:
-    common = content().common
-    lines = [text["detail"].strip().format_map(values)]
-    for paragraph in text.get("paragraphs") or []:
+    common = words.common
+    lines = [text.detail.format_map(values)]
+    for paragraph, paragraph_text in text.paragraphs:
         if _applies(paragraph, finding.flags):
-            lines += ["", paragraph["text"].strip().format_map(values)]
+            lines += ["", paragraph_text.format_map(values)]
     if from_note:
-        lines += ["", " ".join(common["from_note"]["paragraph"].split())]
-    found = _evidence_lines(evidence, chart)
+        lines += ["", _from_note_paragraph()]
+    found = words.evidence_lines(evidence)
     if found:
         lines += ["", f"**{common['headings']['evidence']}**", ""]
         lines += [f"- {line}" for line in found]
-    cannot_read = [unreadable_line(u, chart) for u in (*finding.missing, *chart.unreadable)]
-    gaps = [common["gaps"][g.reason].format(key=g.key, detail=g.detail) for g in chart.gaps]
-    cannot_read = list(dict.fromkeys([*cannot_read, *gaps]))
+    cannot_read = words.cannot_read(finding)
     if cannot_read:
         lines += ["", f"**{common['headings']['unreadable']}**", ""]
         lines += [f"- {item}" for item in cannot_read]
-    lines += ["", f"**{common['headings']['sources']}** {text['guideline']}"]
+    lines += ["", text.sources_line]
     return "\n".join(lines)
+
+
+@cache
+def _from_note_paragraph() -> str:
+    return " ".join(content().common["from_note"]["paragraph"].split())
 
 
 def uuid5(namespace: uuid.UUID | str, name: str) -> str:
@@ -354,34 +552,60 @@ def uuid5(namespace: uuid.UUID | str, name: str) -> str:
         if isinstance(namespace, uuid.UUID)
         else bytes.fromhex(namespace.replace("-", ""))
     )
-    digest = bytearray(hashlib.sha1(space + name.encode("utf-8")).digest()[:16])  # noqa: S324
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _uuid_text(hashlib.sha1(space + name.encode("utf-8")))  # noqa: S324
 
 
-def _suggestion(template: dict, card_uuid: str, index: int, chart: Chart, finding: Finding):
+# Every card's uuid hashes the same namespace first: hashed once, copied per card.
+_CARD_SPACE = hashlib.sha1(CARD_NAMESPACE.bytes)  # noqa: S324
+
+
+def _card_uuid(name: str) -> str:
+    """uuid5(CARD_NAMESPACE, name)."""
+    sha1 = _CARD_SPACE.copy()
+    sha1.update(name.encode("utf-8"))
+    return _uuid_text(sha1)
+
+
+def _uuid_text(sha1) -> str:
+    """The name-based (version 5) UUID of this SHA-1 as text (RFC 4122, 4.3): the first 16
+    bytes, with the version (5) as the 13th hex digit and the variant (binary 10) in the top
+    bits of the 17th; worked on the hex digits, which is three times faster than on bytes."""
+    h = sha1.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+# A hex digit with its top two bits set to binary 10 (the RFC 4122 variant).
+_VARIANT = {digit: "89ab"[int(digit, 16) & 0b11] for digit in "0123456789abcdef"}
+
+
+def _suggestion(template: _Suggestion, card_uuid: str, index: int, words: _Words, finding):
     actions = []
-    for action in template["actions"]:
-        if action.get("for_each_order"):
+    for action in template.actions:
+        if action.resource_json is None:  # for_each_order
             actions += [
                 {
                     "type": "delete",
-                    "description": action["description"].format(order=reference),
+                    "description": action.description.format(order=reference),
                     "resourceId": reference,
                 }
                 for reference in finding.orders
             ]
         else:
-            actions.append(_action(action, chart))
+            resource = action.resource_json.replace(PATIENT_JSON, words.patient_json())
+            actions.append(
+                {
+                    "type": action.type,
+                    "description": action.description,
+                    "resource": jsonio.loads(resource),
+                }
+            )
     suggestion = {
-        "label": template["label"],
+        "label": template.label,
         "uuid": uuid5(card_uuid, f"suggestion-{index}"),
         "actions": actions,
     }
-    if "isRecommended" in template:
-        suggestion["isRecommended"] = bool(template["isRecommended"])
+    if template.recommended is not None:
+        suggestion["isRecommended"] = template.recommended
     return suggestion
 
 
@@ -417,41 +641,4 @@ def _problem_list(facts: list[NoteFact], card_uuid: str, index: int) -> dict:
             }
             for fact in facts
         ],
-    }
-
-
-def _action(template: dict, chart: Chart) -> dict:
-    """A create action; its resource is inline or a shared one (`resource_ref`) with overrides."""
-    text = _resource_json(id(template))
-    patient = json.dumps(chart.patient_reference)
-    return {
-        "type": template["type"],
-        "description": template["description"],
-        "resource": jsonio.loads(text.replace(PATIENT_JSON, patient)),
-    }
-
-
-PATIENT_JSON = '"{patient}"'  # in a suggestion template: the patient's reference
-
-
-@cache
-def _resource_json(template_id: int) -> str:
-    """The action's resource as JSON text, made once per template (a fresh copy per card is
-    then one json.loads, much cheaper than copying the template)."""
-    template = _templates()[template_id]
-    if "resource_ref" in template:
-        resource = copy.deepcopy(content().common["resources"][template["resource_ref"]])
-        resource.update(copy.deepcopy(template.get("overrides") or {}))
-    else:
-        resource = copy.deepcopy(template["resource"])
-    return json.dumps(resource)
-
-
-@cache
-def _templates() -> dict[int, dict]:
-    return {
-        id(action): action
-        for card in content().cards.values()
-        for suggestion in card.get("suggestions") or []
-        for action in suggestion["actions"]
     }
