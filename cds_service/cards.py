@@ -235,9 +235,9 @@ _DAY_MONTH = {
 
 class _Words:
     """The words of one response's cards, from one chart. What several cards of the response
-    share is worked out once: the days as shown, each piece of evidence's name and line (the
-    evidence objects live as long as the response is rendered, so they are known by id), what
-    the chart could not read, the patient's reference as JSON."""
+    share is worked out once: the days as shown, each piece of evidence's name (the evidence
+    objects live as long as the response is rendered, so they are known by id), what the chart
+    could not read, the patient's reference as JSON."""
 
     def __init__(self, chart: Chart):
         self.chart = chart
@@ -245,7 +245,6 @@ class _Words:
         self.year = str(chart.now.year)
         self._days: dict[str | None, str] = {}
         self._names: dict[int, str] = {}
-        self._lines: dict[tuple[int, int], str] = {}
         self._cannot_read: list[str] | None = None
         self._patient_json: str | None = None
         self._noted_trigger: list[NoteFact] | None = None
@@ -274,13 +273,6 @@ class _Words:
 
     def line(self, evidence: Evidence, count: int = 1) -> str:
         """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)"."""
-        key = (id(evidence), count)
-        line = self._lines.get(key)
-        if line is None:
-            line = self._lines[key] = self._line(evidence, count)
-        return line
-
-    def _line(self, evidence: Evidence, count: int) -> str:
         label = self.label(evidence)
         name = self.name(evidence)
         where = [
@@ -296,7 +288,7 @@ class _Words:
         text = f"{label}: {name}" if name and name.lower() != label.lower() else label
         return f"{text} ({', '.join(where)})" if where else text
 
-    def evidence_lines(self, items: list[Evidence]) -> list[str]:
+    def evidence_lines(self, items: list[Evidence] | tuple[Evidence, ...]) -> list[str]:
         """Each finding once: the latest of those with the same label and name, counted."""
         seen: dict[tuple[str, str], list[Evidence]] = {}
         for item in items:
