@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 
+# Year, month, day, hour, minute, second, zone. Positional groups: `groups()` is cheaper than
+# `groupdict()`, and the chart parses a date for every record it classifies.
 _DATE = re.compile(
-    r"^(?P<y>\d{4})(-(?P<m>\d{2})(-(?P<d>\d{2})"
-    r"([T ](?P<H>\d{2}):(?P<M>\d{2})(:(?P<S>\d{2})(\.\d+)?)?(?P<tz>Z|[+-]\d{2}:?\d{2})?)?)?)?$"
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?)?)?"
 )
 
 
@@ -18,23 +20,19 @@ def parse(value: object) -> datetime | None:
     """
     if not isinstance(value, str):
         return None
-    match = _DATE.match(value.strip())
+    match = _DATE.fullmatch(value.strip())
     if not match:
         return None
-    g = match.groupdict()
+    year, month, day, hour, minute, second, tz = match.groups()
     try:
-        moment = datetime(
-            int(g["y"]),
-            int(g["m"] or 1),
-            int(g["d"] or 1),
-            int(g["H"] or 0),
-            int(g["M"] or 0),
-            int(g["S"] or 0),
-            tzinfo=UTC,
-        )
+        if hour is None:
+            moment = datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
+        else:
+            moment = datetime(
+                int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=UTC
+            )
     except ValueError:
         return None
-    tz = g["tz"]
     if tz and tz != "Z":
         sign = 1 if tz[0] == "+" else -1
         digits = tz[1:].replace(":", "")
