@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 from . import fhirdates, notes
 from .fhircheck import fhir_problem
@@ -71,6 +71,27 @@ ASPIRIN_ANALGESIC_ABOVE_MG = 325.0
 _MG = re.compile(r"(?<!\d)(\d+(?:\.\d+)?)\s*mg\b", re.IGNORECASE)  # linear: starts a number
 
 
+class _once:
+    """`functools.cached_property` without its lock: Python 3.11 takes a lock on every first
+    access (several microseconds; 3.12 dropped it), and the chart asks a record's date, name
+    and day once each for every record it builds. The value is computed on first access and
+    stored in the instance's `__dict__`, which later lookups read before this descriptor."""
+
+    def __init__(self, function):
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.function(instance)
+        return value
+
+
 def label_of(concept: object, fallback: str) -> str:
     """The concept's text, else the display of its first well-formed coding that has one (as
     `codings_of` reads them, without making a Coding of each)."""
@@ -116,11 +137,11 @@ class Fact:
     resource: dict = field(repr=False, compare=False)
     source: str = "problem-list"
 
-    @cached_property
+    @_once
     def when(self) -> datetime | None:
         return _first_date(self.resource, self.date_fields)
 
-    @cached_property
+    @_once
     def name(self) -> str:  # asked by every rule and card line that quotes the fact
         return label_of(self.code, "")
 
@@ -136,11 +157,11 @@ class Fact:
             sites = [sites]
         return [s for s in sites or [] if isinstance(s, dict)]
 
-    @cached_property
+    @_once
     def day(self) -> str | None:
         return self.when.date().isoformat() if self.when else None
 
-    @cached_property
+    @_once
     def words(self) -> str:
         """The concept's text and displays in lower case, one per line."""
         texts = [concept_text(self.code)] + [c.display for c in codings_of(self.code)]
@@ -224,7 +245,7 @@ class LabResult:
             return self.value > self.range_high
         return self.lab.high_above is not None and self.value > self.lab.high_above
 
-    @cached_property
+    @_once
     def same_unit(self) -> bool:
         """Whether the recorded unit is a spelling of the threshold unit (45 mL/min/{1.73_m2}
         is 45 mL/min/1.73m2): then the value is shown once, as recorded."""
@@ -319,6 +340,10 @@ class Chart:
     # Body-site groups of coded records (reference -> groups), and draft orders by reason group.
     sites: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     order_reasons: dict[str, tuple[Order, ...]] = field(default_factory=dict, repr=False)
+    # Answers worked out once, on first asking (the chart never changes): lookback instants by
+    # days, and each lab's (readable results within its lookback, unreadable ones).
+    _since: dict[int, datetime] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _results: dict[tuple, tuple] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # --- who -----------------------------------------------------------------------------
 
@@ -335,35 +360,46 @@ class Chart:
         return today.year - self.birth_date.year - before_birthday
 
     def since(self, days: int) -> datetime:
-        return self.now - timedelta(days=days)
+        moment = self._since.get(days)
+        if moment is None:
+            moment = self._since[days] = self.now - timedelta(days=days)
+        return moment
 
     # --- concepts --------------------------------------------------------------------------
+    # The rules ask these some two hundred times a request, mostly for groups the record does
+    # not have: each method reads its index directly and answers an absent group at once.
 
-    def _within(self, matches: Iterable[Match], within_days: int | None) -> list[Match]:
+    def _within(self, matches: tuple[Match, ...], within_days: int | None) -> list[Match]:
         if within_days is None:
             return list(matches)
         since = self.since(within_days)
-        return [m for m in matches if m.fact.when is not None and m.fact.when >= since]
+        return [m for m in matches if (when := m.fact.when) is not None and when >= since]
 
     def conditions_in(self, group: str, within_days: int | None = None) -> list[Match]:
         """Conditions that count (active, recurrence, relapse, or no status) in the group."""
-        return self._within(self.current.get(group, ()), within_days)
+        matches = self.current.get(group)
+        return self._within(matches, within_days) if matches else []
 
     def past_conditions_in(self, group: str, within_days: int | None = None) -> list[Match]:
         """Inactive or resolved Conditions of the group, and names that say "history of"."""
-        return self._within(self.past.get(group, ()), within_days)
+        matches = self.past.get(group)
+        return self._within(matches, within_days) if matches else []
 
     def observations_in(self, group: str, within_days: int | None = None) -> list[Match]:
         """Finding Observations of the group that record it present."""
-        return self._within(self.findings.get(group, ()), within_days)
+        matches = self.findings.get(group)
+        return self._within(matches, within_days) if matches else []
 
     def observations_coded(self, group: str, within_days: int | None = None) -> list[Match]:
         """Every Observation coded in the group, whatever its value (pregnancy status, dates)."""
-        return self._within(self.coded_observations.get(group, ()), within_days)
+        matches = self.coded_observations.get(group)
+        return self._within(matches, within_days) if matches else []
 
     def noted_in(self, group: str, *statuses: str) -> list[Match]:
         """Findings of the group read from the draft note, with one of the statuses (default:
         current, "affirmed"; "possible" ones are supporting evidence only). Dated now."""
+        if not self.noted:
+            return []
         return [
             m for status in statuses or ("affirmed",) for m in self.noted.get((group, status), ())
         ]
@@ -390,14 +426,21 @@ class Chart:
 
     def results(self, lab: Lab) -> tuple[list[LabResult], list[Unreadable]]:
         """Readable results within the lab's lookback, newest first; and what was unreadable."""
-        since = self.since(lab.lookback_days)
-        latest_allowed = self.now + timedelta(days=1)
-        readable = [
-            r
-            for r in self.lab_results.get(lab.value_set, ())
-            if since <= r.fact.when <= latest_allowed
-        ]
-        return readable, list(self.lab_unreadable.get(lab.value_set, ()))
+        key = (lab.value_set, lab.lookback_days)
+        found = self._results.get(key)
+        if found is None:  # worked out once per lab: several rules read the same ones
+            since = self.since(lab.lookback_days)
+            latest_allowed = self.now + timedelta(days=1)
+            readable = tuple(
+                r
+                for r in self.lab_results.get(lab.value_set, ())
+                if since <= r.fact.when <= latest_allowed
+            )
+            found = self._results[key] = (
+                readable,
+                self.lab_unreadable.get(lab.value_set, ()),
+            )
+        return list(found[0]), list(found[1])
 
     def latest_result(self, lab: Lab) -> tuple[LabResult | None, list[Unreadable]]:
         readable, unreadable = self.results(lab)
