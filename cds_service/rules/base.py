@@ -9,7 +9,7 @@ card renders the words. A rule's id is declared once, by the `rule` decorator.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..chart import Allergy, Chart, LabResult, Match, Medication, Order, Unreadable
 from ..terminology import Coding
@@ -84,7 +84,20 @@ class RegisteredRule:
 
     def run(self, chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
         finding = self.evaluate(chart, prior)
-        return None if finding is None else replace(finding, rule_id=self.rule_id)
+        if finding is None:
+            return None
+        # The constructor, not dataclasses.replace: replace inspects every field each call
+        # (3.5 us, nine times a request); test_rules_registry checks no field is left out.
+        return Finding(
+            finding.indicator,
+            finding.evidence,
+            finding.missing,
+            finding.flags,
+            finding.decisive,
+            finding.reasons,
+            finding.orders,
+            self.rule_id,
+        )
 
 
 REGISTRY: list[RegisteredRule] = []
