@@ -502,19 +502,19 @@ def is_negated(observation: dict) -> bool:
 
 
 def _lab_value(lab: Lab, fact: Fact, by_name: bool) -> LabResult | Unreadable:
-    subject, day = fact.name or lab.name, fact.day
     quantity = fact.resource.get("valueQuantity")
     if not isinstance(quantity, dict):
-        return Unreadable("no-value", subject, day)
+        return Unreadable("no-value", fact.name or lab.name, fact.day)
     value, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
     number = _finite(value)
     if number is None:
-        return Unreadable("not-a-number", subject, day)
+        return Unreadable("not-a-number", fact.name or lab.name, fact.day)
     if not isinstance(unit, str) or not unit:
-        return Unreadable("no-unit", subject, day, (("value", f"{number:g}"),))
+        return Unreadable("no-unit", fact.name or lab.name, fact.day, (("value", f"{number:g}"),))
     converted = lab.to_canonical(number, unit)
     if converted is None:
-        return Unreadable("unit", subject, day, (("value", f"{number:g}"), ("unit", unit)))
+        values = (("value", f"{number:g}"), ("unit", unit))
+        return Unreadable("unit", fact.name or lab.name, fact.day, values)
     low, high = _reference_range(lab, fact.resource)
     return LabResult(
         lab,
@@ -711,16 +711,16 @@ class _Builder:
         """Whether a classified record can be used: valid FHIR R4B where rules read it, and,
         when it needs a date, with a readable one. Otherwise it is named as unreadable (by its
         name, else `name`, e.g. the analyte, else its kind and code)."""
-        subject = fact.name or name or _subject(fact)
         problem = fhir_problem(fact.reference, fact.resource)
         if problem is not None:
             where = problem.split(" at ", 1)[1].split(" ", 1)[0] if " at " in problem else ""
+            subject = fact.name or name or _subject(fact)
             self.unreadable.append(
                 Unreadable("invalid", subject, fact.day, (("where", where or "resource"),))
             )
             return False
         if dated and fact.when is None:
-            self.unreadable.append(Unreadable("no-date", subject))
+            self.unreadable.append(Unreadable("no-date", fact.name or name or _subject(fact)))
             return False
         return True
 
@@ -1002,14 +1002,35 @@ def _classified(items: list, terminology: Terminology, extra) -> dict:
     ingredient or class name (whole words)."""
     out: dict[str, list] = {}
     for item in items:
-        hits = terminology.classify(item.concept)
-        for group, hit in terminology.named(item.concept).items():
-            hits.setdefault(group, hit)
+        hits = _coded_or_named(item.concept, terminology)
         for group in extra(item):
             hits.setdefault(group, Hit(group, None))
         for group, hit in hits.items():
             out.setdefault(group, []).append((item, hit.coding))
     return {group: tuple(found) for group, found in out.items()}
+
+
+def _coded_or_named(concept: dict, terminology: Terminology) -> dict[str, Hit]:
+    """The groups a drug, allergy or order concept is in by code, then by name: worked out
+    once per distinct concept and remembered across requests, like the records' (`_CLASSIFIED`,
+    under its own key: the answer here includes the names)."""
+    key = _concept_key(concept)
+    if key is None:
+        return _codes_then_names(concept, terminology)
+    key = ("named", key)
+    known = _CLASSIFIED.get(key)
+    if known is None or known[0] is not terminology:
+        if len(_CLASSIFIED) >= _CLASSIFIED_MAX:
+            _CLASSIFIED.clear()
+        known = _CLASSIFIED[key] = (terminology, _codes_then_names(concept, terminology))
+    return dict(known[1])
+
+
+def _codes_then_names(concept: dict, terminology: Terminology) -> dict[str, Hit]:
+    hits = terminology.classify(concept)
+    for group, hit in terminology.named(concept).items():
+        hits.setdefault(group, hit)
+    return hits
 
 
 def _about(resources: list[dict], patient_id: str) -> list[dict]:
@@ -1035,13 +1056,18 @@ def referenced_id(reference: str) -> str:
 
 
 def _status(concept: object) -> str | None:
-    for coding in codings_of(concept):
-        return coding.code
-    if isinstance(concept, dict):  # codings without a system still carry the status code
-        for coding in coding_list(concept):
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                return coding["code"]
-    return None
+    """The code of the first well-formed coding (as `codings_of` reads them); without one, of
+    the first coding that has a code (codings without a system still carry the status)."""
+    fallback = None
+    for coding in coding_list(concept):
+        if isinstance(coding, dict):
+            code = coding.get("code")
+            if isinstance(code, str):
+                if code and isinstance(coding.get("system"), str):
+                    return code
+                if fallback is None:
+                    fallback = code
+    return fallback
 
 
 def _reference(resource: dict) -> str:
