@@ -1035,15 +1035,20 @@ def _codes_then_names(concept: dict, terminology: Terminology) -> dict[str, Hit]
 
 def _about(resources: list[dict], patient_id: str) -> list[dict]:
     """The resources about this patient (how many name another one goes in the card detail)."""
-    return [r for r in resources if _about_patient(r, patient_id)]
+    # The usual spelling, `Patient/<id>`, is recognised without splitting it (an empty id, or
+    # one with a slash in it, is left to referenced_id, which reads only the last part).
+    usual = f"Patient/{patient_id}" if patient_id and "/" not in patient_id else None
+    return [r for r in resources if _about_patient(r, patient_id, usual)]
 
 
-def _about_patient(resource: dict, patient_id: str) -> bool:
+def _about_patient(resource: dict, patient_id: str, usual: str | None = None) -> bool:
     """Resources about another patient are never used (a safety net against mixed-up data)."""
     for key in ("subject", "patient"):
         ref = resource.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            return referenced_id(ref["reference"]) == patient_id
+        if isinstance(ref, dict):
+            reference = ref.get("reference")
+            if isinstance(reference, str):
+                return reference == usual or referenced_id(reference) == patient_id
     return True
 
 
@@ -1092,11 +1097,13 @@ def _conditions(resources: list[dict], unreadable: list[Unreadable]) -> Iterator
 
 def _observation_source(resource: dict) -> str:
     categories = resource.get("category")
-    codes = {
-        c.code
-        for concept in (categories if isinstance(categories, list) else [categories])
-        for c in codings_of(concept)
-    }
+    codes = set()
+    for concept in categories if isinstance(categories, list) else [categories]:
+        for coding in coding_list(concept):  # the well-formed codings, as codings_of reads them
+            if isinstance(coding, dict) and isinstance(coding.get("system"), str):
+                code = coding.get("code")
+                if isinstance(code, str) and code:
+                    codes.add(code)
     if "laboratory" in codes:
         return "lab"
     if "vital-signs" in codes:
