@@ -534,9 +534,11 @@ def _interpretation(resource: dict) -> str | None:
     if isinstance(interpretations, dict):
         interpretations = [interpretations]
     for concept in interpretations if isinstance(interpretations, list) else []:
-        for coding in codings_of(concept):
-            if coding.code in DECIDING_INTERPRETATION:
-                return coding.code
+        for coding in coding_list(concept):  # the well-formed codings, as codings_of reads them
+            if isinstance(coding, dict) and isinstance(coding.get("system"), str):
+                code = coding.get("code")
+                if isinstance(code, str) and code in DECIDING_INTERPRETATION:
+                    return code
     return None
 
 
