@@ -997,6 +997,8 @@ def _dose_mg(resource: dict) -> float | None:
 # Concept key -> (the terminology that classified it, its hits); cleared when full.
 _CLASSIFIED: dict[tuple, tuple[Terminology, dict[str, Hit]]] = {}
 _CLASSIFIED_MAX = 20_000
+# The same for drug, allergy and order concepts, whose answer includes the groups they name.
+_CODED_OR_NAMED: dict[tuple, tuple[Terminology, dict[str, Hit]]] = {}
 
 
 def _classified(items: list, terminology: Terminology, extra) -> dict:
@@ -1014,17 +1016,15 @@ def _classified(items: list, terminology: Terminology, extra) -> dict:
 
 def _coded_or_named(concept: dict, terminology: Terminology) -> dict[str, Hit]:
     """The groups a drug, allergy or order concept is in by code, then by name: worked out
-    once per distinct concept and remembered across requests, like the records' (`_CLASSIFIED`,
-    under its own key: the answer here includes the names)."""
+    once per distinct concept and remembered across requests, as the records' groups are."""
     key = _concept_key(concept)
     if key is None:
         return _codes_then_names(concept, terminology)
-    key = ("named", key)
-    known = _CLASSIFIED.get(key)
+    known = _CODED_OR_NAMED.get(key)
     if known is None or known[0] is not terminology:
-        if len(_CLASSIFIED) >= _CLASSIFIED_MAX:
-            _CLASSIFIED.clear()
-        known = _CLASSIFIED[key] = (terminology, _codes_then_names(concept, terminology))
+        if len(_CODED_OR_NAMED) >= _CLASSIFIED_MAX:
+            _CODED_OR_NAMED.clear()
+        known = _CODED_OR_NAMED[key] = (terminology, _codes_then_names(concept, terminology))
     return dict(known[1])
 
 
