@@ -114,8 +114,14 @@ def rule(rule_id: str, *, hooks: frozenset[str] = ALL_HOOKS, needs_cramps: bool 
     return declare
 
 
+# The rules ask for evidence of some forty groups a request, most of them absent from the
+# record: an empty list is answered before a comprehension is set up for it.
+
+
 def of(label: str, matches: Iterable[Match]) -> list[Evidence]:
     """Evidence of the label for each match."""
+    if not matches:
+        return []
     return [Evidence(label, match=m) for m in matches]
 
 
@@ -124,12 +130,16 @@ def of_result(label: str, result: LabResult, **values: str) -> Evidence:
 
 
 def of_medications(label: str, found: Iterable[tuple[Medication, Coding | None]]) -> list[Evidence]:
+    if not found:
+        return []
     return [Evidence(label, medication=m, coding=c) for m, c in found]
 
 
 def of_orders(label: str, found: Iterable[tuple[Order, Coding | None]]) -> list[Evidence]:
+    if not found:
+        return []
     return [Evidence(label, order=o, coding=c) for o, c in found]
 
 
 def flags(**switches: bool) -> frozenset[str]:
-    return frozenset(name for name, on in switches.items() if on)
+    return frozenset([name for name, on in switches.items() if on])
