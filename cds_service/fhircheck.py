@@ -119,11 +119,11 @@ def _concept(value: object) -> bool:
 def _quantity(value: object) -> bool:
     if not isinstance(value, dict) or not value or not value.keys() <= _QUANTITY_KEYS:
         return False
-    number = value.get("value")
-    if number is not None and (not isinstance(number, int | float) or isinstance(number, bool)):
-        return False
-    for k in ("unit", "system", "code"):
-        if k in value and not _text(value[k]):
+    for k, v in value.items():  # a number (not a boolean) or null; strings elsewhere
+        if k == "value":
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                return False
+        elif type(v) is not str or v == "" or v.strip() != v:
             return False
     return True
 
