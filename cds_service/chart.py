@@ -342,8 +342,10 @@ class Chart:
     order_reasons: dict[str, tuple[Order, ...]] = field(default_factory=dict, repr=False)
     # Answers worked out once, on first asking (the chart never changes): lookback instants by
     # days, and each lab's (readable results within its lookback, unreadable ones).
-    _since: dict[int, datetime] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _results: dict[tuple, tuple] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _ago: dict[int, datetime] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _results: dict[tuple, tuple] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     # --- who -----------------------------------------------------------------------------
 
@@ -360,9 +362,9 @@ class Chart:
         return today.year - self.birth_date.year - before_birthday
 
     def since(self, days: int) -> datetime:
-        moment = self._since.get(days)
+        moment = self._ago.get(days)
         if moment is None:
-            moment = self._since[days] = self.now - timedelta(days=days)
+            moment = self._ago[days] = self.now - timedelta(days=days)
         return moment
 
     # --- concepts --------------------------------------------------------------------------

@@ -41,7 +41,13 @@ def parse(value: object) -> datetime | None:
             moment = datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
         else:
             moment = datetime(
-                int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=UTC
+                int(year),
+                int(month),
+                int(day),
+                int(hour),
+                int(minute),
+                int(second or 0),
+                tzinfo=UTC,
             )
     except ValueError:
         return None
