@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 from . import fhirdates, notes
 from .fhircheck import fhir_problem
@@ -71,6 +71,27 @@ ASPIRIN_ANALGESIC_ABOVE_MG = 325.0
 _MG = re.compile(r"(?<!\d)(\d+(?:\.\d+)?)\s*mg\b", re.IGNORECASE)  # linear: starts a number
 
 
+class _once:
+    """`functools.cached_property` without its lock: Python 3.11 takes a lock on every first
+    access (several microseconds; 3.12 dropped it), and the chart asks a record's date, name
+    and day once each for every record it builds. The value is computed on first access and
+    stored in the instance's `__dict__`, which later lookups read before this descriptor."""
+
+    def __init__(self, function):
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.function(instance)
+        return value
+
+
 def label_of(concept: object, fallback: str) -> str:
     """The concept's text, else the display of its first well-formed coding that has one (as
     `codings_of` reads them, without making a Coding of each)."""
@@ -116,11 +137,11 @@ class Fact:
     resource: dict = field(repr=False, compare=False)
     source: str = "problem-list"
 
-    @cached_property
+    @_once
     def when(self) -> datetime | None:
         return _first_date(self.resource, self.date_fields)
 
-    @cached_property
+    @_once
     def name(self) -> str:  # asked by every rule and card line that quotes the fact
         return label_of(self.code, "")
 
@@ -136,11 +157,11 @@ class Fact:
             sites = [sites]
         return [s for s in sites or [] if isinstance(s, dict)]
 
-    @cached_property
+    @_once
     def day(self) -> str | None:
         return self.when.date().isoformat() if self.when else None
 
-    @cached_property
+    @_once
     def words(self) -> str:
         """The concept's text and displays in lower case, one per line."""
         texts = [concept_text(self.code)] + [c.display for c in codings_of(self.code)]
@@ -224,7 +245,7 @@ class LabResult:
             return self.value > self.range_high
         return self.lab.high_above is not None and self.value > self.lab.high_above
 
-    @cached_property
+    @_once
     def same_unit(self) -> bool:
         """Whether the recorded unit is a spelling of the threshold unit (45 mL/min/{1.73_m2}
         is 45 mL/min/1.73m2): then the value is shown once, as recorded."""
@@ -319,6 +340,12 @@ class Chart:
     # Body-site groups of coded records (reference -> groups), and draft orders by reason group.
     sites: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     order_reasons: dict[str, tuple[Order, ...]] = field(default_factory=dict, repr=False)
+    # Answers worked out once, on first asking (the chart never changes): lookback instants by
+    # days, and each lab's (readable results within its lookback, unreadable ones).
+    _ago: dict[int, datetime] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _results: dict[tuple, tuple] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     # --- who -----------------------------------------------------------------------------
 
@@ -335,35 +362,46 @@ class Chart:
         return today.year - self.birth_date.year - before_birthday
 
     def since(self, days: int) -> datetime:
-        return self.now - timedelta(days=days)
+        moment = self._ago.get(days)
+        if moment is None:
+            moment = self._ago[days] = self.now - timedelta(days=days)
+        return moment
 
     # --- concepts --------------------------------------------------------------------------
+    # The rules ask these some two hundred times a request, mostly for groups the record does
+    # not have: each method reads its index directly and answers an absent group at once.
 
-    def _within(self, matches: Iterable[Match], within_days: int | None) -> list[Match]:
+    def _within(self, matches: tuple[Match, ...], within_days: int | None) -> list[Match]:
         if within_days is None:
             return list(matches)
         since = self.since(within_days)
-        return [m for m in matches if m.fact.when is not None and m.fact.when >= since]
+        return [m for m in matches if (when := m.fact.when) is not None and when >= since]
 
     def conditions_in(self, group: str, within_days: int | None = None) -> list[Match]:
         """Conditions that count (active, recurrence, relapse, or no status) in the group."""
-        return self._within(self.current.get(group, ()), within_days)
+        matches = self.current.get(group)
+        return self._within(matches, within_days) if matches else []
 
     def past_conditions_in(self, group: str, within_days: int | None = None) -> list[Match]:
         """Inactive or resolved Conditions of the group, and names that say "history of"."""
-        return self._within(self.past.get(group, ()), within_days)
+        matches = self.past.get(group)
+        return self._within(matches, within_days) if matches else []
 
     def observations_in(self, group: str, within_days: int | None = None) -> list[Match]:
         """Finding Observations of the group that record it present."""
-        return self._within(self.findings.get(group, ()), within_days)
+        matches = self.findings.get(group)
+        return self._within(matches, within_days) if matches else []
 
     def observations_coded(self, group: str, within_days: int | None = None) -> list[Match]:
         """Every Observation coded in the group, whatever its value (pregnancy status, dates)."""
-        return self._within(self.coded_observations.get(group, ()), within_days)
+        matches = self.coded_observations.get(group)
+        return self._within(matches, within_days) if matches else []
 
     def noted_in(self, group: str, *statuses: str) -> list[Match]:
         """Findings of the group read from the draft note, with one of the statuses (default:
         current, "affirmed"; "possible" ones are supporting evidence only). Dated now."""
+        if not self.noted:
+            return []
         return [
             m for status in statuses or ("affirmed",) for m in self.noted.get((group, status), ())
         ]
@@ -390,14 +428,21 @@ class Chart:
 
     def results(self, lab: Lab) -> tuple[list[LabResult], list[Unreadable]]:
         """Readable results within the lab's lookback, newest first; and what was unreadable."""
-        since = self.since(lab.lookback_days)
-        latest_allowed = self.now + timedelta(days=1)
-        readable = [
-            r
-            for r in self.lab_results.get(lab.value_set, ())
-            if since <= r.fact.when <= latest_allowed
-        ]
-        return readable, list(self.lab_unreadable.get(lab.value_set, ()))
+        key = (lab.value_set, lab.lookback_days)
+        found = self._results.get(key)
+        if found is None:  # worked out once per lab: several rules read the same ones
+            since = self.since(lab.lookback_days)
+            latest_allowed = self.now + timedelta(days=1)
+            readable = tuple(
+                r
+                for r in self.lab_results.get(lab.value_set, ())
+                if since <= r.fact.when <= latest_allowed
+            )
+            found = self._results[key] = (
+                readable,
+                self.lab_unreadable.get(lab.value_set, ()),
+            )
+        return list(found[0]), list(found[1])
 
     def latest_result(self, lab: Lab) -> tuple[LabResult | None, list[Unreadable]]:
         readable, unreadable = self.results(lab)
@@ -459,19 +504,19 @@ def is_negated(observation: dict) -> bool:
 
 
 def _lab_value(lab: Lab, fact: Fact, by_name: bool) -> LabResult | Unreadable:
-    subject, day = fact.name or lab.name, fact.day
     quantity = fact.resource.get("valueQuantity")
     if not isinstance(quantity, dict):
-        return Unreadable("no-value", subject, day)
+        return Unreadable("no-value", fact.name or lab.name, fact.day)
     value, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
     number = _finite(value)
     if number is None:
-        return Unreadable("not-a-number", subject, day)
+        return Unreadable("not-a-number", fact.name or lab.name, fact.day)
     if not isinstance(unit, str) or not unit:
-        return Unreadable("no-unit", subject, day, (("value", f"{number:g}"),))
+        return Unreadable("no-unit", fact.name or lab.name, fact.day, (("value", f"{number:g}"),))
     converted = lab.to_canonical(number, unit)
     if converted is None:
-        return Unreadable("unit", subject, day, (("value", f"{number:g}"), ("unit", unit)))
+        values = (("value", f"{number:g}"), ("unit", unit))
+        return Unreadable("unit", fact.name or lab.name, fact.day, values)
     low, high = _reference_range(lab, fact.resource)
     return LabResult(
         lab,
@@ -491,9 +536,11 @@ def _interpretation(resource: dict) -> str | None:
     if isinstance(interpretations, dict):
         interpretations = [interpretations]
     for concept in interpretations if isinstance(interpretations, list) else []:
-        for coding in codings_of(concept):
-            if coding.code in DECIDING_INTERPRETATION:
-                return coding.code
+        for coding in coding_list(concept):  # the well-formed codings, as codings_of reads them
+            if isinstance(coding, dict) and isinstance(coding.get("system"), str):
+                code = coding.get("code")
+                if isinstance(code, str) and code in DECIDING_INTERPRETATION:
+                    return code
     return None
 
 
@@ -668,16 +715,16 @@ class _Builder:
         """Whether a classified record can be used: valid FHIR R4B where rules read it, and,
         when it needs a date, with a readable one. Otherwise it is named as unreadable (by its
         name, else `name`, e.g. the analyte, else its kind and code)."""
-        subject = fact.name or name or _subject(fact)
         problem = fhir_problem(fact.reference, fact.resource)
         if problem is not None:
             where = problem.split(" at ", 1)[1].split(" ", 1)[0] if " at " in problem else ""
+            subject = fact.name or name or _subject(fact)
             self.unreadable.append(
                 Unreadable("invalid", subject, fact.day, (("where", where or "resource"),))
             )
             return False
         if dated and fact.when is None:
-            self.unreadable.append(Unreadable("no-date", subject))
+            self.unreadable.append(Unreadable("no-date", fact.name or name or _subject(fact)))
             return False
         return True
 
@@ -952,6 +999,8 @@ def _dose_mg(resource: dict) -> float | None:
 # Concept key -> (the terminology that classified it, its hits); cleared when full.
 _CLASSIFIED: dict[tuple, tuple[Terminology, dict[str, Hit]]] = {}
 _CLASSIFIED_MAX = 20_000
+# The same for drug, allergy and order concepts, whose answer includes the groups they name.
+_CODED_OR_NAMED: dict[tuple, tuple[Terminology, dict[str, Hit]]] = {}
 
 
 def _classified(items: list, terminology: Terminology, extra) -> dict:
@@ -959,9 +1008,7 @@ def _classified(items: list, terminology: Terminology, extra) -> dict:
     ingredient or class name (whole words)."""
     out: dict[str, list] = {}
     for item in items:
-        hits = terminology.classify(item.concept)
-        for group, hit in terminology.named(item.concept).items():
-            hits.setdefault(group, hit)
+        hits = _coded_or_named(item.concept, terminology)
         for group in extra(item):
             hits.setdefault(group, Hit(group, None))
         for group, hit in hits.items():
@@ -969,17 +1016,43 @@ def _classified(items: list, terminology: Terminology, extra) -> dict:
     return {group: tuple(found) for group, found in out.items()}
 
 
+def _coded_or_named(concept: dict, terminology: Terminology) -> dict[str, Hit]:
+    """The groups a drug, allergy or order concept is in by code, then by name: worked out
+    once per distinct concept and remembered across requests, as the records' groups are."""
+    key = _concept_key(concept)
+    if key is None:
+        return _codes_then_names(concept, terminology)
+    known = _CODED_OR_NAMED.get(key)
+    if known is None or known[0] is not terminology:
+        if len(_CODED_OR_NAMED) >= _CLASSIFIED_MAX:
+            _CODED_OR_NAMED.clear()
+        known = _CODED_OR_NAMED[key] = (terminology, _codes_then_names(concept, terminology))
+    return dict(known[1])
+
+
+def _codes_then_names(concept: dict, terminology: Terminology) -> dict[str, Hit]:
+    hits = terminology.classify(concept)
+    for group, hit in terminology.named(concept).items():
+        hits.setdefault(group, hit)
+    return hits
+
+
 def _about(resources: list[dict], patient_id: str) -> list[dict]:
     """The resources about this patient (how many name another one goes in the card detail)."""
-    return [r for r in resources if _about_patient(r, patient_id)]
+    # The usual spelling, `Patient/<id>`, is recognised without splitting it (an empty id, or
+    # one with a slash in it, is left to referenced_id, which reads only the last part).
+    usual = f"Patient/{patient_id}" if patient_id and "/" not in patient_id else None
+    return [r for r in resources if _about_patient(r, patient_id, usual)]
 
 
-def _about_patient(resource: dict, patient_id: str) -> bool:
+def _about_patient(resource: dict, patient_id: str, usual: str | None = None) -> bool:
     """Resources about another patient are never used (a safety net against mixed-up data)."""
     for key in ("subject", "patient"):
         ref = resource.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            return referenced_id(ref["reference"]) == patient_id
+        if isinstance(ref, dict):
+            reference = ref.get("reference")
+            if isinstance(reference, str):
+                return reference == usual or referenced_id(reference) == patient_id
     return True
 
 
@@ -992,13 +1065,18 @@ def referenced_id(reference: str) -> str:
 
 
 def _status(concept: object) -> str | None:
-    for coding in codings_of(concept):
-        return coding.code
-    if isinstance(concept, dict):  # codings without a system still carry the status code
-        for coding in coding_list(concept):
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                return coding["code"]
-    return None
+    """The code of the first well-formed coding (as `codings_of` reads them); without one, of
+    the first coding that has a code (codings without a system still carry the status)."""
+    fallback = None
+    for coding in coding_list(concept):
+        if isinstance(coding, dict):
+            code = coding.get("code")
+            if isinstance(code, str):
+                if code and isinstance(coding.get("system"), str):
+                    return code
+                if fallback is None:
+                    fallback = code
+    return fallback
 
 
 def _reference(resource: dict) -> str:
@@ -1023,11 +1101,13 @@ def _conditions(resources: list[dict], unreadable: list[Unreadable]) -> Iterator
 
 def _observation_source(resource: dict) -> str:
     categories = resource.get("category")
-    codes = {
-        c.code
-        for concept in (categories if isinstance(categories, list) else [categories])
-        for c in codings_of(concept)
-    }
+    codes = set()
+    for concept in categories if isinstance(categories, list) else [categories]:
+        for coding in coding_list(concept):  # the well-formed codings, as codings_of reads them
+            if isinstance(coding, dict) and isinstance(coding.get("system"), str):
+                code = coding.get("code")
+                if isinstance(code, str) and code:
+                    codes.add(code)
     if "laboratory" in codes:
         return "lab"
     if "vital-signs" in codes:

@@ -57,7 +57,7 @@ def fhir_problem(reference: str, resource: dict) -> str | None:
     """Why the elements of a resource that rules read are not valid FHIR R4B, or None."""
     kind = resource.get("resourceType", "")
     elements = READ_ELEMENTS.get(kind)
-    if elements is not None and _all_plain(resource, elements):
+    if elements is not None and _all_plain(resource, _CHECKS[kind]):
         return None
     try:
         model = get_fhir_model_class(kind)
@@ -86,22 +86,16 @@ def fhir_problem(reference: str, resource: dict) -> str | None:
 _CODING_KEYS = frozenset({"system", "code", "display", "version"})
 _QUANTITY_KEYS = frozenset({"value", "unit", "system", "code"})
 _REFERENCE_KEYS = frozenset({"reference", "display", "type"})
+_CONCEPT_KEYS = frozenset({"coding", "text"})
+_RANGE_KEYS = frozenset({"low", "high", "text"})
+
+# The checks below run for every record the chart uses (a dozen elements each): plain loops
+# with `type(...) is`, and a Coding's checks inside the CodeableConcept's loop, because a
+# function call or a generator per element cost as much as the check itself.
 
 
 def _text(value: object) -> bool:
     return type(value) is str and value != "" and value.strip() == value
-
-
-def _coding(value: object) -> bool:
-    if type(value) is not dict or not value.keys() <= _CODING_KEYS:
-        return False
-    for v in value.values():  # noqa: SIM110 - a loop: faster than all() over a generator
-        if type(v) is not str or v == "" or v.strip() != v:
-            return False
-    return True
-
-
-_CONCEPT_KEYS = frozenset({"coding", "text"})
 
 
 def _concept(value: object) -> bool:
@@ -110,42 +104,65 @@ def _concept(value: object) -> bool:
     coding = value.get("coding", [])
     if type(coding) is not list:
         return False
-    for c in coding:
-        if not _coding(c):
+    for c in coding:  # each a plain Coding: string values only, none empty or padded
+        if type(c) is not dict or not c.keys() <= _CODING_KEYS:
             return False
-    return "text" not in value or _text(value["text"])
+        for v in c.values():
+            if type(v) is not str or v == "" or v.strip() != v:
+                return False
+    if "text" in value:
+        text = value["text"]
+        return type(text) is str and text != "" and text.strip() == text
+    return True
 
 
 def _quantity(value: object) -> bool:
     if not isinstance(value, dict) or not value or not value.keys() <= _QUANTITY_KEYS:
         return False
-    number = value.get("value")
-    if number is not None and (not isinstance(number, int | float) or isinstance(number, bool)):
-        return False
-    return all(_text(value[k]) for k in ("unit", "system", "code") if k in value)
+    for k, v in value.items():  # a number (not a boolean) or null; strings elsewhere
+        if k == "value":
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                return False
+        elif type(v) is not str or v == "" or v.strip() != v:
+            return False
+    return True
 
 
 def _reference(value: object) -> bool:
-    return (
-        isinstance(value, dict)
-        and bool(value)
-        and value.keys() <= _REFERENCE_KEYS
-        and all(_text(v) for v in value.values())
-    )
+    if not isinstance(value, dict) or not value or not value.keys() <= _REFERENCE_KEYS:
+        return False
+    for v in value.values():  # noqa: SIM110
+        if type(v) is not str or v == "" or v.strip() != v:
+            return False
+    return True
 
 
 def _range(value: object) -> bool:
-    return (
-        isinstance(value, dict)
-        and bool(value)
-        and value.keys() <= {"low", "high", "text"}
-        and all(_quantity(value[k]) for k in ("low", "high") if k in value)
-        and ("text" not in value or _text(value["text"]))
-    )
+    if not isinstance(value, dict) or not value or not value.keys() <= _RANGE_KEYS:
+        return False
+    for k in ("low", "high"):
+        if k in value and not _quantity(value[k]):
+            return False
+    return "text" not in value or _text(value["text"])
 
 
 def _many(check):
-    return lambda value: isinstance(value, list) and bool(value) and all(check(v) for v in value)
+    def many(value: object) -> bool:
+        if not isinstance(value, list) or not value:
+            return False
+        for v in value:  # noqa: SIM110
+            if not check(v):
+                return False
+        return True
+
+    return many
+
+
+_many_concepts = _many(_concept)
+
+
+def _concept_or_many(value: object) -> bool:
+    return _concept(value) or _many_concepts(value)
 
 
 # The quick shape of each element rules read; what does not fit goes to fhir.resources.
@@ -155,9 +172,9 @@ _SHAPES = {
     "verificationStatus": _concept,
     "valueCodeableConcept": _concept,
     "medicationCodeableConcept": _concept,
-    "category": _many(_concept),
-    "interpretation": _many(_concept),
-    "bodySite": lambda v: _concept(v) or _many(_concept)(v),
+    "category": _many_concepts,
+    "interpretation": _many_concepts,
+    "bodySite": _concept_or_many,
     "subject": _reference,
     "medicationReference": _reference,
     "valueQuantity": _quantity,
@@ -172,9 +189,16 @@ def _never(value: object) -> bool:
     return False
 
 
-def _all_plain(resource: dict, elements: tuple[str, ...]) -> bool:
-    for name in elements:
-        if name in resource and not _SHAPES.get(name, _never)(resource[name]):
+# Per resource type, (element, its quick check) for the elements rules read.
+_CHECKS = {
+    kind: tuple((name, _SHAPES.get(name, _never)) for name in elements)
+    for kind, elements in READ_ELEMENTS.items()
+}
+
+
+def _all_plain(resource: dict, checks: tuple) -> bool:
+    for name, check in checks:  # noqa: SIM110 - a loop: faster than all() over a generator
+        if name in resource and not check(resource[name]):
             return False
     return True
 

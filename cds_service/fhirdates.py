@@ -5,10 +5,16 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 
+# Year, month, day, hour, minute, second, zone. Positional groups: `groups()` is cheaper than
+# `groupdict()`, and the chart parses a date for every record it classifies.
 _DATE = re.compile(
-    r"^(?P<y>\d{4})(-(?P<m>\d{2})(-(?P<d>\d{2})"
-    r"([T ](?P<H>\d{2}):(?P<M>\d{2})(:(?P<S>\d{2})(\.\d+)?)?(?P<tz>Z|[+-]\d{2}:?\d{2})?)?)?)?$"
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?)?)?"
 )
+# The two spellings nearly every record uses, `2026-11-10` and `2026-11-10T08:30:00Z`, in ASCII
+# digits: read by datetime's own parser, a third of the cost of the general pattern above (and
+# the same moment: a date alone is its first instant in UTC).
+_COMMON = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)?")
 
 
 def parse(value: object) -> datetime | None:
@@ -18,23 +24,33 @@ def parse(value: object) -> datetime | None:
     """
     if not isinstance(value, str):
         return None
-    match = _DATE.match(value.strip())
+    text = value.strip()
+    if _COMMON.fullmatch(text):
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:  # not a calendar date: the general reading below says so too
+            pass
+        else:
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    match = _DATE.fullmatch(text)
     if not match:
         return None
-    g = match.groupdict()
+    year, month, day, hour, minute, second, tz = match.groups()
     try:
-        moment = datetime(
-            int(g["y"]),
-            int(g["m"] or 1),
-            int(g["d"] or 1),
-            int(g["H"] or 0),
-            int(g["M"] or 0),
-            int(g["S"] or 0),
-            tzinfo=UTC,
-        )
+        if hour is None:
+            moment = datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
+        else:
+            moment = datetime(
+                int(year),
+                int(month),
+                int(day),
+                int(hour),
+                int(minute),
+                int(second or 0),
+                tzinfo=UTC,
+            )
     except ValueError:
         return None
-    tz = g["tz"]
     if tz and tz != "Z":
         sign = 1 if tz[0] == "+" else -1
         digits = tz[1:].replace(":", "")

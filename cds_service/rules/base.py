@@ -9,7 +9,7 @@ card renders the words. A rule's id is declared once, by the `rule` decorator.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..chart import Allergy, Chart, LabResult, Match, Medication, Order, Unreadable
 from ..terminology import Coding
@@ -84,7 +84,20 @@ class RegisteredRule:
 
     def run(self, chart: Chart, prior: Mapping[str, Finding]) -> Finding | None:
         finding = self.evaluate(chart, prior)
-        return None if finding is None else replace(finding, rule_id=self.rule_id)
+        if finding is None:
+            return None
+        # The constructor, not dataclasses.replace: replace inspects every field each call
+        # (3.5 us, nine times a request); test_rules_registry checks no field is left out.
+        return Finding(
+            finding.indicator,
+            finding.evidence,
+            finding.missing,
+            finding.flags,
+            finding.decisive,
+            finding.reasons,
+            finding.orders,
+            self.rule_id,
+        )
 
 
 REGISTRY: list[RegisteredRule] = []
@@ -101,8 +114,14 @@ def rule(rule_id: str, *, hooks: frozenset[str] = ALL_HOOKS, needs_cramps: bool 
     return declare
 
 
+# The rules ask for evidence of some forty groups a request, most of them absent from the
+# record: an empty list is answered before a comprehension is set up for it.
+
+
 def of(label: str, matches: Iterable[Match]) -> list[Evidence]:
     """Evidence of the label for each match."""
+    if not matches:
+        return []
     return [Evidence(label, match=m) for m in matches]
 
 
@@ -111,12 +130,16 @@ def of_result(label: str, result: LabResult, **values: str) -> Evidence:
 
 
 def of_medications(label: str, found: Iterable[tuple[Medication, Coding | None]]) -> list[Evidence]:
+    if not found:
+        return []
     return [Evidence(label, medication=m, coding=c) for m, c in found]
 
 
 def of_orders(label: str, found: Iterable[tuple[Order, Coding | None]]) -> list[Evidence]:
+    if not found:
+        return []
     return [Evidence(label, order=o, coding=c) for o, c in found]
 
 
 def flags(**switches: bool) -> frozenset[str]:
-    return frozenset(name for name, on in switches.items() if on)
+    return frozenset([name for name, on in switches.items() if on])
