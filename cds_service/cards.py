@@ -147,6 +147,14 @@ class _CardText:
     links: tuple[tuple[str, str], ...]
 
 
+def prepare() -> None:
+    """Read the card content and prepare every rule's card text now: a broken card file fails
+    the start, not a request, and a served worker freezes the prepared text with its other
+    start-up objects (server.py)."""
+    for rule_id in content().cards:
+        _card_text(rule_id)
+
+
 @cache
 def _card_text(rule_id: str) -> _CardText:
     common = content().common

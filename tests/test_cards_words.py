@@ -48,3 +48,23 @@ def test_shown_day_is_the_day_read_as_numbers(year):
     days = [f"{year}-{m}-{d}{tail}" for m in months for d in doms for tail in ("", "T10:00:00Z")]
     for day in [*days, *ODD_DAYS]:
         assert outcome(cards.shown_day, day) == outcome(day_as_read, day), day
+
+
+def test_every_rules_card_text_is_prepared_at_start_and_a_broken_card_fails_there(monkeypatch):
+    cards.prepare()
+    assert cards._card_text.cache_info().currsize == len(cards.content().cards)
+
+    real = cards.content()
+    rule_id = next(iter(real.cards))
+    broken = {k: v for k, v in real.cards[rule_id].items() if k != "source"}
+    monkeypatch.setattr(
+        cards, "content", lambda: cards.Content(real.common, {**real.cards, rule_id: broken})
+    )
+    cards._card_text.cache_clear()
+    try:
+        with pytest.raises(KeyError, match="source"):
+            cards.prepare()
+    finally:
+        monkeypatch.undo()
+        cards._card_text.cache_clear()
+        cards.prepare()
