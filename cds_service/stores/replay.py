@@ -4,10 +4,13 @@ Redis every instance shares (a token used on one instance is refused on the othe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import sqlite3
 import time
+from collections.abc import Iterator
 
 import redis
 import sqlalchemy as sa
@@ -40,6 +43,7 @@ class SqliteReplayStore:
         "ON CONFLICT (iss, jti) DO UPDATE SET exp = excluded.exp "
         "WHERE seen_jti.exp < ?"  # an expired earlier use frees the id
     )
+    _PURGE = "DELETE FROM seen_jti WHERE exp < ?"
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         # In the hub's thread pool under gevent: sqlite3 blocks in C, and while another worker
@@ -49,12 +53,33 @@ class SqliteReplayStore:
         return off_hub(self._first_use, iss, jti, exp)
 
     def _first_use(self, iss: str, jti: str, exp: float) -> bool:
+        # One statement on a pooled DBAPI connection, which autocommits (sqlite_engine turns
+        # the sqlite3 module's BEGIN handling off): the upsert is atomic on its own, so the
+        # SQLAlchemy Connection and its BEGIN/COMMIT round bought nothing but 75-90 us of CPU
+        # a call (40 us against 115-133 us, process time, median of 9 x 1,000 calls).
         now = time.time()
-        with answering("token replay"), self._engine.begin() as connection:
-            first = connection.exec_driver_sql(self._FIRST_USE, (iss, jti, exp, now)).rowcount == 1
-            if first and hash(jti) % 64 == 0:
-                connection.execute(sa.delete(seen_jti).where(seen_jti.c.exp < now - 3600))
+        with answering("token replay"), _as_sqlalchemy_errors(self._FIRST_USE):
+            connection = self._engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute(self._FIRST_USE, (iss, jti, exp, now))
+                first = cursor.rowcount == 1
+                if first and hash(jti) % 64 == 0:
+                    cursor.execute(self._PURGE, (now - 3600,))
+                cursor.close()
+            finally:
+                connection.close()  # back to the pool
         return first
+
+
+@contextlib.contextmanager
+def _as_sqlalchemy_errors(statement: str) -> Iterator[None]:
+    """The sqlite3 error, wrapped as SQLAlchemy wraps it for a Connection (a locked or missing
+    file an OperationalError): `answering` then tells "did not answer" from a defect."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise sa.exc.DBAPIError.instance(statement, None, error, sqlite3.Error) from error
 
 
 def redis_client(url: str) -> redis.Redis:
