@@ -186,20 +186,12 @@ class Authenticator:
         if jku is not None and (not isinstance(jku, str) or not issuer.allows_jku(jku)):
             raise Unauthorized(f"jku not on the allowlist of {issuer.iss}")
         key = self._keys.key(issuer, kid, jku)
-        # What jwt.decode(token, key, [alg], audience, issuer, leeway, require) does once it has
-        # parsed the token, on the parse above (the same bytes, read by the same PyJWT code):
-        # parsing it a second time cost 40-60 us a call, as much as an RSA-3072 signature.
-        signing_input = token.encode("utf-8").rsplit(b".", 1)[0]
         try:
-            _JWS._verify_signature(  # the public key itself: the header's (allowed) alg decides
-                signing_input, header, parts["signature"], key.key, [alg]
-            )
-            _JWT._validate_claims(
-                unverified, _JWT.options, audience=audience, issuer=issuer.iss, leeway=self._leeway
+            claims = _checked(
+                token, parts, header, unverified, key.key, alg, audience, issuer.iss, self._leeway
             )
         except (jwt.PyJWTError, TypeError, ValueError, OverflowError) as exc:  # a wrong key too
             raise Unauthorized(f"token rejected: {type(exc).__name__}") from None
-        claims = unverified
         if claims["iat"] > time.time() + self._leeway:
             raise Unauthorized("iat in the future")
         # A token good for days could be replayed for days once its jti row is gone; EHRs sign
@@ -217,10 +209,38 @@ class Authenticator:
         return Caller(issuer, tenant if isinstance(tenant, str) else None)
 
 
-# PyJWT's signature check and claim checks, called as its decode() calls them, with decode()'s
-# options for these required claims (tests/test_auth_single_parse.py holds the two ways equal).
-_JWT = jwt.PyJWT(options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+# PyJWT's signature check and claim checks, called as its decode() calls them once it has
+# parsed the token, on the parse verify() already made (the same bytes, read by the same PyJWT
+# code): parsing it a second time cost 40-60 us a call, as much as an RSA-3072 signature.
+# tests/test_auth_single_parse.py holds the two ways equal. They are PyJWT's private methods
+# (unchanged from 2.10 to 2.15): a PyJWT without them gets jwt.decode() itself, never an error.
+_REQUIRED = {"require": ["iss", "aud", "exp", "iat", "jti"]}
+_JWT = jwt.PyJWT(options=_REQUIRED)
 _JWS = jwt.PyJWS()
+_SINGLE_PARSE = callable(getattr(_JWS, "_verify_signature", None)) and callable(
+    getattr(_JWT, "_validate_claims", None)
+)
+
+
+def _checked(token, parts, header, unverified, key, alg, audience, iss, leeway) -> dict:
+    """The token's claims once its signature (by `key`, with `alg` only) and its registered
+    claims (exp, nbf, iat, aud, iss, the required ones) are good; PyJWT's errors otherwise."""
+    if not _SINGLE_PARSE:
+        return jwt.decode(
+            token,
+            key=key,
+            algorithms=[alg],
+            audience=audience,
+            issuer=iss,
+            leeway=leeway,
+            options=_REQUIRED,
+        )
+    signing_input = token.encode("utf-8").rsplit(b".", 1)[0]
+    # the public key itself: the header's (allowed) alg decides
+    _JWS._verify_signature(signing_input, header, parts["signature"], key, [alg])
+    _JWT._validate_claims(unverified, _JWT.options, audience=audience, issuer=iss, leeway=leeway)
+    return unverified
+
 
 MAX_JTI_CHARS = 256
 _TIME_CLAIMS = ("exp", "iat", "nbf")

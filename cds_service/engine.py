@@ -58,7 +58,7 @@ class Engine:
         self.settings = settings
         self.client = client or FhirClient(settings)
         self.terminology = terminology.load()
-        cards.prepare()  # load, check and prepare the card content at start-up, not on first request
+        cards.prepare()  # load, check and prepare the card content at start-up, not on a request
         notes.lexicon()  # and the note reader's terms
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from cds_service import auth
 from cds_service.auth import Authenticator, KeySource, Unauthorized
 from cds_service.trust import load_trust
 
@@ -112,7 +113,11 @@ def _reference(token: str, key) -> str:
     return f"accepted {sorted(claims.items())}"
 
 
-def test_each_outcome_is_the_one_jwt_decode_gives(keys, verifier):
+@pytest.mark.parametrize("single_parse", [True, False], ids=["single-parse", "jwt.decode"])
+def test_each_outcome_is_the_one_jwt_decode_gives(keys, verifier, monkeypatch, single_parse):
+    # False: the fallback a PyJWT without the private methods gets.
+    assert auth._SINGLE_PARSE, "this PyJWT lacks the methods the single parse calls"
+    monkeypatch.setattr(auth, "_SINGLE_PARSE", single_parse)
     outcomes = set()
     for name, token, kid in _cases(keys):
         expected = _reference(token, keys[kid].public_key())
