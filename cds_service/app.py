@@ -70,6 +70,8 @@ def _remember_cors_without_origin(app: Flask) -> None:
     per path, on a blank response in the same request, and the headers it added are added
     again to later answers on that path. Every other request goes through flask-cors itself."""
     funcs = app.after_request_funcs[None]
+    # flask-cors's own after-request function, replaced in place (the hooks keep their order).
+    # Should a flask-cors release register it otherwise, this fails at start-up, not silently.
     (index,) = [i for i, f in enumerate(funcs) if f.__name__ == "cors_after_request"]
     cors_after_request = funcs[index]
     memo: dict[str, list[tuple[str, str]]] = {}
