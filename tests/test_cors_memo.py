@@ -50,7 +50,9 @@ def _answers(app) -> list:
                 body = response.get_data()
                 if response.mimetype == "application/json":  # card uuids etc. are stable
                     body = json.loads(body)
-                seen.append((method, path, headers, response.status_code, list(response.headers), body))
+                seen.append(
+                    (method, path, headers, response.status_code, list(response.headers), body)
+                )
     return seen
 
 
