@@ -1,7 +1,7 @@
 """Served A/B: two (or more) source trees of the service, side by side, by worker CPU per request.
 
     .venv/bin/python bench/ab.py [--auth none|ES384|RS384] [--stores embedded|server]
-        [--seconds 6] [--rounds 2] before=/path/to/old/tree after=.
+        [--seconds 6] [--rounds 2] before=/path/to/old/tree after=. [ceiling=.]
 
 Each tree is served in turn by `cds-service serve` (2 gevent workers) run from that tree
 (PYTHONPATH), the typical request driven by wrk at 8 connections, round after round so that
@@ -9,7 +9,9 @@ the machine's other load falls on every tree alike. Prints req/s, p50, p99 and t
 the workers (utime + stime from /proc) per request answered: on a shared machine req/s and p99
 move with the load, CPU per request barely does. `--stores server` gives each tree a fresh
 PostgreSQL database and Redis key prefix (bench/scale.py's server_stores). A tree is a checkout
-of the repository, e.g. `git archive <commit> | tar -x -C /tmp/old`.
+of the repository, e.g. `git archive <commit> | tar -x -C /tmp/old`. A tree named `ceiling...` is
+served by its bench/ceiling.py instead (the framework ceiling, the same gunicorn settings), so
+the ratio to the ceiling is measured in the same rounds as the trees.
 """
 
 from __future__ import annotations
@@ -82,8 +84,12 @@ def main() -> int:
 
                 tree_env.update(stack.enter_context(server_stores(work / f"migrate-{name}")))
             port = free_port()
-            command = [sys.executable, "-c", SERVE, "serve", "--port", str(port)]
-            command += ["--workers", "2"] + (["--no-auth"] if args.auth == "none" else [])
+            if name.startswith("ceiling"):
+                ceiling = str(Path(path).resolve() / "bench" / "ceiling.py")
+                command = [sys.executable, ceiling, "--port", str(port), "--workers", "2"]
+            else:
+                command = [sys.executable, "-c", SERVE, "serve", "--port", str(port)]
+                command += ["--workers", "2"] + (["--no-auth"] if args.auth == "none" else [])
             log = work / f"{name}.log"
             process = subprocess.Popen(
                 command,
@@ -95,7 +101,7 @@ def main() -> int:
             stack.callback(stop, process)
             wait_until_up(f"http://127.0.0.1:{port}/health", process, log, seconds=60)
             served[name] = (process, f"http://127.0.0.1:{port}/cds-services/{SERVICE_ID}")
-            if args.auth == "none":
+            if args.auth == "none" or name.startswith("ceiling"):
                 run_wrk(served[name][1], body, None, 2)  # warm up
         used = 0
         for round_ in range(args.rounds):

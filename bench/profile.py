@@ -128,10 +128,25 @@ def stages(runs: int) -> dict[str, float]:
     return result
 
 
-def http(runs: int, server: dict | None = None) -> tuple[float, float, float]:
+def _calls_per_request(post, requests: int = 50) -> float:
+    """Python function calls per request (cProfile's count): unlike a time, the same on a
+    busy machine as on an idle one, so two trees compare in any weather."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        post(None)
+    profiler.disable()
+    return sum(row[1] for row in pstats.Stats(profiler).stats.values()) / requests
+
+
+def http(runs: int, server: dict | None = None) -> tuple[float, float, float, float, float]:
     """The whole request through Flask's test client (no sockets), --no-auth; the same with
     the engine's answer canned (what Flask, the request hooks, the access log line and the
-    audit queue cost); and the ceiling app's whole request. `server`: the PostgreSQL + Redis
+    audit queue cost); and the ceiling app's whole request; then the function calls per
+    request of the canned one and of the ceiling's. `server`: the PostgreSQL + Redis
     settings (else the embedded stores)."""
     from cds_service import fhirdates
     from cds_service.app import create_app
@@ -161,6 +176,7 @@ def http(runs: int, server: dict | None = None) -> tuple[float, float, float]:
     outcome = engine.evaluate(find_service(SERVICE_ID), json.loads(raw))
     engine.evaluate = lambda *args, **kwargs: outcome
     canned = _median_us(runs, lambda: None, post)
+    canned_calls = _calls_per_request(post)
     sys.path.insert(0, str(ROOT / "bench"))
     from ceiling import app as ceiling_app
 
@@ -171,7 +187,8 @@ def http(runs: int, server: dict | None = None) -> tuple[float, float, float]:
 
     for _ in range(50):
         post_ceiling(None)
-    return whole, canned, _median_us(runs, lambda: None, post_ceiling)
+    ceiling_us = _median_us(runs, lambda: None, post_ceiling)
+    return whole, canned, ceiling_us, canned_calls, _calls_per_request(post_ceiling)
 
 
 def auth(runs: int, server: dict | None = None) -> dict[str, tuple[float, ...]]:
@@ -257,7 +274,7 @@ def main() -> int:
 
 def report(runs: int, server: dict | None) -> None:
     times = stages(runs)
-    whole, canned, ceiling = http(runs, server)
+    whole, canned, ceiling, canned_calls, ceiling_calls = http(runs, server)
     print("| stage | us |")
     print("|---|---|")
     for name, value in times.items():
@@ -265,6 +282,8 @@ def report(runs: int, server: dict | None) -> None:
     print(f"| HTTP layer: whole request, the engine's answer canned | {canned:.0f} |")
     print(f"| whole request (Flask test client) | {whole:.0f} |")
     print(f"| ceiling app, whole request (Flask test client) | {ceiling:.0f} |")
+    print(f"| HTTP layer, engine canned: Python function calls per request | {canned_calls:.0f} |")
+    print(f"| ceiling app: Python function calls per request | {ceiling_calls:.0f} |")
     for alg, (bare, replay, *redis) in auth(max(50, runs // 4), server).items():
         extra = replay - bare
         print(f"| token verification {alg} (+ SQLite replay store) | {bare:.0f} (+{extra:.0f}) |")
