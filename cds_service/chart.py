@@ -670,7 +670,10 @@ def _subject(fact: Fact) -> str:
 
 
 def _concept_key(concept: dict) -> tuple | None:
-    """A hashable key for a CodeableConcept's text and codings, or None when it has none."""
+    """A hashable key for a CodeableConcept's text and codings, or None when it has none, or
+    when it is longer than a real concept is (_KEY_MAX_CHARS): such a concept is classified
+    afresh each time, never remembered, so the caches hold at most _CLASSIFIED_MAX short keys
+    however long the texts a client sends."""
     codings = concept.get("coding")
     try:
         key = (
@@ -683,7 +686,19 @@ def _concept_key(concept: dict) -> tuple | None:
         hash(key)
     except TypeError:  # a malformed coding (a list where a string belongs)
         return None
-    return key
+    text, parts = key
+    size = len(text) if isinstance(text, str) else 0
+    for part in parts:
+        if isinstance(part, tuple):
+            size += sum(len(item) for item in part if isinstance(item, str))
+        else:
+            size += len(part) if isinstance(part, str) else 1
+    return key if size <= _KEY_MAX_CHARS else None
+
+
+# Longer than any real concept's text, codes and displays together (SNOMED CT's and LOINC's
+# longest displays are a few hundred characters).
+_KEY_MAX_CHARS = 2_000
 
 
 class _Builder:

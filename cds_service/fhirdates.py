@@ -14,7 +14,9 @@ _DATE = re.compile(
 # The two spellings nearly every record uses, `2026-11-10` and `2026-11-10T08:30:00Z`, in ASCII
 # digits: read by datetime's own parser, a third of the cost of the general pattern above (and
 # the same moment: a date alone is its first instant in UTC).
-_COMMON = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)?")
+# The hour is 00-23 here: Python 3.14's parser reads `T24:00:00` as the next midnight, which
+# FHIR does not allow (the general pattern's reading refuses it).
+_COMMON = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T(?:[01][0-9]|2[0-3]):[0-9]{2}:[0-9]{2}Z)?")
 
 
 def parse(value: object) -> datetime | None:

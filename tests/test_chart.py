@@ -726,3 +726,16 @@ def test_an_ionized_calcium_by_name_is_never_a_total_calcium():
     assert chart.latest_result(labs.CALCIUM_TOTAL) == (None, [])
     result, _ = chart.latest_result(labs.CALCIUM_IONIZED)
     assert result.value == 1.0 and result.by_name
+
+
+def test_only_concepts_of_real_length_are_remembered_across_requests():
+    # A client sending megabytes of concept text must not pin them in the per-worker caches.
+    from cds_service import chart as chart_module
+
+    limit = chart_module._KEY_MAX_CHARS
+    coding = {"system": SNOMED, "code": "55300003", "display": "Cramp"}
+    fixed = len(SNOMED) + len("55300003") + len("Cramp")
+    at_limit = {"text": "x" * (limit - fixed), "coding": [coding]}
+    over = {"text": "x" * (limit - fixed + 1), "coding": [coding]}
+    assert chart_module._concept_key(at_limit) is not None
+    assert chart_module._concept_key(over) is None

@@ -88,3 +88,13 @@ def test_fuzzed_near_the_common_spellings():
                 chars.insert(rng.randint(0, len(chars)), rng.choice(alphabet))
         value = "".join(chars)
         assert parse(value) == reference(value), value
+
+
+def test_hour_24_never_takes_the_fast_path():
+    # Python 3.14's datetime.fromisoformat reads T24:00:00 as the next midnight; FHIR has no
+    # hour 24, so such a date must stay unreadable whatever the interpreter.
+    from cds_service.fhirdates import _COMMON
+
+    assert _COMMON.fullmatch("2026-11-19T23:00:00Z")
+    assert not _COMMON.fullmatch("2026-11-19T24:00:00Z")
+    assert parse("2026-11-19T24:00:00Z") is None
