@@ -30,7 +30,6 @@ from functools import cache
 
 import yaml
 
-from . import jsonio
 from .chart import Chart, LabResult, NoteFact, Unreadable
 from .content import content_dir
 from .errors import ConfigurationError
@@ -118,9 +117,11 @@ def _applies(item: dict, flags: frozenset[str]) -> bool:
 class _Action:
     type: str
     description: str
-    # The resource as JSON text (a fresh copy per card is one json.loads, much cheaper than
-    # copying the template); None for `for_each_order`: a delete per draft order named.
-    resource_json: str | None
+    # The resource as JSON values (as the template's JSON text reads back: keys are text), and
+    # where it quotes the patient (see _patient_paths); None for `for_each_order`: a delete
+    # per draft order named.
+    resource: dict | None
+    patient_paths: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ class _Suggestion:
 
 @dataclass(frozen=True)
 class _CardText:
+    """A rule's card text, prepared once. `source`, `override_reasons` and `links` are the
+    card's JSON values themselves: every card of the rule, in every response, holds these same
+    objects (a response is only read and serialised: tests/test_cards_shared.py holds every
+    consumer to that)."""
+
     summary: str
     summaries: tuple[dict, ...]
     detail: str
@@ -140,11 +146,11 @@ class _CardText:
     sources_line: str
     show_cramps: bool
     note_findings: str | None
-    source: tuple[str, str, str, str, str]  # label, url, topic system, rule id, topic display
+    source: dict  # label, url, topic (system, the rule id as code, display)
     suggestions: tuple[_Suggestion, ...]
     selection_behavior: str
-    override_reasons: tuple[tuple[str, str, str], ...]  # system, code, display
-    links: tuple[tuple[str, str], ...]
+    override_reasons: list[dict]  # system, code, display
+    links: list[dict] | None  # label, url, type; None: the card has no links
 
 
 def prepare() -> None:
@@ -169,19 +175,26 @@ def _card_text(rule_id: str) -> _CardText:
         sources_line=f"**{common['headings']['sources']}** {text['guideline']}",
         show_cramps=bool(text.get("show_cramps")),
         note_findings=text.get("note_findings"),
-        source=(
-            source["label"],
-            source["url"],
-            common["topic_system"],
-            rule_id,
-            source["topic_display"],
-        ),
+        source={
+            "label": source["label"],
+            "url": source["url"],
+            "topic": {
+                "system": common["topic_system"],
+                "code": rule_id,
+                "display": source["topic_display"],
+            },
+        },
         suggestions=tuple(_prepare_suggestion(s) for s in text.get("suggestions") or []),
         selection_behavior=text.get("selectionBehavior", "any"),
-        override_reasons=tuple(
-            (common["override_reason_system"], r["code"], r["display"]) for r in reasons
-        ),
-        links=tuple((link["label"], link["url"]) for link in text.get("links") or []),
+        override_reasons=[
+            {"system": common["override_reason_system"], "code": r["code"], "display": r["display"]}
+            for r in reasons
+        ],
+        links=[
+            {"label": link["label"], "url": link["url"], "type": "absolute"}
+            for link in text.get("links") or []
+        ]
+        or None,
     )
 
 
@@ -193,24 +206,67 @@ def _prepare_suggestion(template: dict) -> _Suggestion:
         actions=tuple(
             _Action("delete", action["description"], None)
             if action.get("for_each_order")
-            else _Action(action["type"], action["description"], _resource_json(action))
+            else _prepare_action(action)
             for action in template["actions"]
         ),
     )
 
 
-PATIENT_JSON = '"{patient}"'  # in a suggestion template: the patient's reference
+PATIENT = "{patient}"  # in a suggestion template: a value that is the patient's reference
 
 
-def _resource_json(template: dict) -> str:
-    """A create action's resource as JSON text: inline, or a shared one (`resource_ref`) with
-    overrides."""
+def _prepare_action(template: dict) -> _Action:
+    """A create action's resource: inline, or a shared one (`resource_ref`) with overrides;
+    read back from its JSON text, so that it holds exactly the values a card's copy of that
+    text held (keys as text, lists for tuples)."""
     if "resource_ref" in template:
         resource = copy.deepcopy(content().common["resources"][template["resource_ref"]])
         resource.update(copy.deepcopy(template.get("overrides") or {}))
     else:
         resource = copy.deepcopy(template["resource"])
-    return json.dumps(resource)
+    resource = json.loads(json.dumps(resource))
+    return _Action(template["type"], template["description"], resource, _patient_paths(resource))
+
+
+def _patient_paths(value: object) -> tuple:
+    """Where a resource quotes the patient: for each key (or index) whose value is `{patient}`
+    or holds it, that key with the same for its value; () for the patient value itself, and
+    for a value without it (then the key is not listed)."""
+    if isinstance(value, dict):
+        if PATIENT in value:  # only a value may be the patient, never a key
+            raise ConfigurationError(f"a suggestion resource has the key {PATIENT!r}")
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return ()
+    return tuple(
+        (key, _patient_paths(item))
+        for key, item in items
+        if item == PATIENT or _holds_patient(item)
+    )
+
+
+def _holds_patient(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(item == PATIENT or _holds_patient(item) for item in value.values())
+    if isinstance(value, list):
+        return any(item == PATIENT or _holds_patient(item) for item in value)
+    return False
+
+
+def _with_patient(template: object, paths: tuple, patient: object) -> object:
+    """The resource with the patient's reference in place of `{patient}`. Only the dicts and
+    lists on the way to a patient value are new; the rest (codes, categories) is the
+    prepared template's, shared by every card (a response is never changed once rendered)."""
+    if template == PATIENT:
+        return patient
+    if not paths:
+        return template
+    filled = template.copy()
+    for key, inner in paths:
+        filled[key] = _with_patient(template[key], inner, patient)
+    return filled
 
 
 # --- words -------------------------------------------------------------------------------
@@ -245,7 +301,7 @@ class _Words:
     """The words of one response's cards, from one chart. What several cards of the response
     share is worked out once: the days as shown, each piece of evidence's name (the evidence
     objects live as long as the response is rendered, so they are known by id), what the chart
-    could not read, the patient's reference as JSON."""
+    could not read."""
 
     def __init__(self, chart: Chart):
         self.chart = chart
@@ -254,7 +310,6 @@ class _Words:
         self._days: dict[str | None, str] = {}
         self._names: dict[int, str] = {}
         self._cannot_read: list[str] | None = None
-        self._patient_json: str | None = None
         self._noted_trigger: list[NoteFact] | None = None
 
     def day(self, day: str | None) -> str:
@@ -345,11 +400,6 @@ class _Words:
         if self._noted_trigger is None:
             self._noted_trigger = _noted(trigger, self.chart)
         return list(self._noted_trigger)
-
-    def patient_json(self) -> str:
-        if self._patient_json is None:
-            self._patient_json = json.dumps(self.chart.patient_reference)
-        return self._patient_json
 
 
 _NO_VALUES: dict[str, str] = {}  # the values of evidence that quotes none (never written to)
@@ -461,17 +511,12 @@ def _card(
     summary = next((s["text"] for s in text.summaries if _applies(s, flags)), text.summary)
     card_uuid = _card_uuid(f"{hook_instance}/{finding.rule_id}")
     evidence = [*trigger, *finding.evidence] if text.show_cramps else finding.evidence
-    label, url, topic_system, topic_code, topic_display = text.source
     card: dict = {
         "uuid": card_uuid,
         "summary": fit_summary(summary, values),
         "indicator": finding.indicator,
         "detail": _detail(text, finding, evidence, words, values, bool(noted or noted_trigger)),
-        "source": {
-            "label": label,
-            "url": url,
-            "topic": {"system": topic_system, "code": topic_code, "display": topic_display},
-        },
+        "source": text.source,
     }
     templates = [s for s in text.suggestions if _applies(s.switch, flags)]
     suggestions = [_suggestion(s, card_uuid, i, words, finding) for i, s in enumerate(templates)]
@@ -487,14 +532,9 @@ def _card(
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = text.selection_behavior
-    card["overrideReasons"] = [
-        {"system": system, "code": code, "display": display}
-        for system, code, display in text.override_reasons
-    ]
+    card["overrideReasons"] = text.override_reasons
     if text.links:
-        card["links"] = [
-            {"label": label, "url": url, "type": "absolute"} for label, url in text.links
-        ]
+        card["links"] = text.links
     return card
 
 
@@ -581,7 +621,7 @@ _VARIANT = {digit: "89ab"[int(digit, 16) & 0b11] for digit in "0123456789abcdef"
 def _suggestion(template: _Suggestion, card_uuid: str, index: int, words: _Words, finding):
     actions = []
     for action in template.actions:
-        if action.resource_json is None:  # for_each_order
+        if action.resource is None:  # for_each_order
             actions += [
                 {
                     "type": "delete",
@@ -591,12 +631,13 @@ def _suggestion(template: _Suggestion, card_uuid: str, index: int, words: _Words
                 for reference in finding.orders
             ]
         else:
-            resource = action.resource_json.replace(PATIENT_JSON, words.patient_json())
             actions.append(
                 {
                     "type": action.type,
                     "description": action.description,
-                    "resource": jsonio.loads(resource),
+                    "resource": _with_patient(
+                        action.resource, action.patient_paths, words.chart.patient_reference
+                    ),
                 }
             )
     suggestion = {
