@@ -338,16 +338,15 @@ class _Words:
         """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)"."""
         label = self.label(evidence)
         name = self.name(evidence)
-        where = [
-            part
-            for part in (
-                _source(evidence, self.common["sources"]),
-                self.day(evidence.day),
-                _code_label(evidence),
-                f"x{count}" if count > 1 else "",
-            )
-            if part
-        ]
+        where = []  # the parts that are known, in this order (a loop: no comprehension frame)
+        for part in (
+            _source(evidence, self.common["sources"]),
+            self.day(evidence.day),
+            _code_label(evidence),
+            f"x{count}" if count > 1 else "",
+        ):
+            if part:
+                where.append(part)
         text = f"{label}: {name}" if name and name.lower() != label.lower() else label
         return f"{text} ({', '.join(where)})" if where else text
 
@@ -382,16 +381,21 @@ class _Words:
 
     def cannot_read(self, finding: Finding) -> list[str]:
         """What the card lists as not read: the finding's own, then the chart's (the same on
-        every card), each once."""
+        every card), each once. Only read by the caller: without the finding's own, it is the
+        list every card of the response gets."""
         if self._cannot_read is None:
             chart = self.chart
             gaps = self.common["gaps"]
-            self._cannot_read = [
-                *(self.unreadable(u) for u in chart.unreadable),
-                *(gaps[g.reason].format(key=g.key, detail=g.detail) for g in chart.gaps),
-            ]
+            self._cannot_read = list(
+                dict.fromkeys(
+                    [
+                        *(self.unreadable(u) for u in chart.unreadable),
+                        *(gaps[g.reason].format(key=g.key, detail=g.detail) for g in chart.gaps),
+                    ]
+                )
+            )
         if not finding.missing:
-            return list(dict.fromkeys(self._cannot_read))
+            return self._cannot_read
         own = [self.unreadable(u) for u in finding.missing]
         return list(dict.fromkeys([*own, *self._cannot_read]))
 
@@ -504,7 +508,7 @@ def _card(
     values = {
         "decisive": words.decisive(decisive),
         "decisive_day": words.day(decisive.day if decisive else None),
-        "reasons": ", ".join([reasons[r] for r in finding.reasons]),
+        "reasons": ", ".join([reasons[r] for r in finding.reasons]) if finding.reasons else "",
     }
     noted = _noted(finding.evidence, chart)
     noted_trigger = words.noted_trigger(trigger) if text.note_findings == "all" else []
@@ -518,7 +522,9 @@ def _card(
         "detail": _detail(text, finding, evidence, words, values, bool(noted or noted_trigger)),
         "source": text.source,
     }
-    templates = [s for s in text.suggestions if _applies(s.switch, flags)]
+    templates = (
+        [s for s in text.suggestions if _applies(s.switch, flags)] if text.suggestions else []
+    )
     suggestions = [_suggestion(s, card_uuid, i, words, finding) for i, s in enumerate(templates)]
     if text.note_findings == "evidence":
         scope = noted
@@ -652,6 +658,8 @@ def _suggestion(template: _Suggestion, card_uuid: str, index: int, words: _Words
 
 def _noted(evidence: list[Evidence] | tuple[Evidence, ...], chart: Chart) -> list[NoteFact]:
     """The draft-note findings a list of evidence quotes, in order, each once."""
+    if not chart.note_facts:  # no draft note (every hook but note signing)
+        return []
     facts = (chart.note_fact(e.reference) for e in evidence)
     return list({f.reference: f for f in facts if f is not None}.values())
 
