@@ -142,7 +142,11 @@ class _CardText:
     summary: str
     summaries: tuple[dict, ...]
     detail: str
-    paragraphs: tuple[tuple[dict, str], ...]  # (the paragraph, its text stripped)
+    # Whether the detail quotes values ({decisive}, ...): most texts quote none, and
+    # format_map copies even a text without a field (2 us for a long one).
+    detail_quotes: bool
+    # (the paragraph, its text stripped, whether that quotes values)
+    paragraphs: tuple[tuple[dict, str, bool], ...]
     sources_line: str
     show_cramps: bool
     note_findings: str | None
@@ -159,6 +163,8 @@ def prepare() -> None:
     start-up objects (server.py)."""
     for rule_id in content().cards:
         _card_text(rule_id)
+    _plain_labels()
+    _list_heads()
 
 
 @cache
@@ -167,11 +173,15 @@ def _card_text(rule_id: str) -> _CardText:
     text = content().cards[rule_id]
     source = text["source"]
     reasons = common["override_reasons"] + (text.get("extra_override_reasons") or [])
+    detail = text["detail"].strip()
     return _CardText(
         summary=text["summary"],
         summaries=tuple(text.get("summaries", [])),
-        detail=text["detail"].strip(),
-        paragraphs=tuple((p, p["text"].strip()) for p in text.get("paragraphs") or []),
+        detail=detail,
+        detail_quotes=_quotes(detail),
+        paragraphs=tuple(
+            (p, p["text"].strip(), _quotes(p["text"].strip())) for p in text.get("paragraphs") or []
+        ),
         sources_line=f"**{common['headings']['sources']}** {text['guideline']}",
         show_cramps=bool(text.get("show_cramps")),
         note_findings=text.get("note_findings"),
@@ -196,6 +206,12 @@ def _card_text(rule_id: str) -> _CardText:
         ]
         or None,
     )
+
+
+def _quotes(text: str) -> bool:
+    """Whether format_map does anything to this text: a text without a brace comes out of it
+    as it went in (one with a brace is formatted, and a stray one refused, as always)."""
+    return "{" in text or "}" in text
 
 
 def _prepare_suggestion(template: dict) -> _Suggestion:
@@ -325,6 +341,9 @@ class _Words:
         return name
 
     def label(self, evidence: Evidence) -> str:
+        plain = _plain_labels().get(evidence.label)
+        if plain is not None:  # quotes no value: the same text for every piece of evidence
+            return plain
         template = self.common["evidence"][evidence.label]
         return template.format_map(self.values(evidence) if evidence.values else _NO_VALUES)
 
@@ -407,6 +426,12 @@ class _Words:
 
 
 _NO_VALUES: dict[str, str] = {}  # the values of evidence that quotes none (never written to)
+
+
+@cache
+def _plain_labels() -> dict[str, str]:
+    """The evidence labels without a brace: as format_map leaves them, whatever the values."""
+    return {key: text for key, text in content().common["evidence"].items() if not _quotes(text)}
 
 
 def _day_or_blank(evidence: Evidence) -> str:
@@ -512,7 +537,7 @@ def _card(
     }
     noted = _noted(finding.evidence, chart)
     noted_trigger = words.noted_trigger(trigger) if text.note_findings == "all" else []
-    summary = next((s["text"] for s in text.summaries if _applies(s, flags)), text.summary)
+    summary = _summary(text, flags)
     card_uuid = _card_uuid(f"{hook_instance}/{finding.rule_id}")
     evidence = [*trigger, *finding.evidence] if text.show_cramps else finding.evidence
     card: dict = {
@@ -544,6 +569,14 @@ def _card(
     return card
 
 
+def _summary(text: _CardText, flags: frozenset[str]) -> str:
+    """The first summary whose switch the flags turn on, else the card's own."""
+    for summary in text.summaries:
+        if _applies(summary, flags):
+            return summary["text"]
+    return text.summary
+
+
 def fit_summary(template: str, values: dict) -> str:
     """The summary with its values, shortened so that it stays under 140 characters."""
     summary = template.format_map(values).replace(" ()", "")
@@ -566,23 +599,32 @@ def _detail(
     values: dict,
     from_note: bool = False,
 ) -> str:
-    common = words.common
-    lines = [text.detail.format_map(values)]
-    for paragraph, paragraph_text in text.paragraphs:
-        if _applies(paragraph, finding.flags):
-            lines += ["", paragraph_text.format_map(values)]
+    """The card's markdown: its paragraphs (a blank line between each), the evidence and what
+    could not be read as lists under their headings, then the sources."""
+    blocks = [text.detail.format_map(values) if text.detail_quotes else text.detail]
+    flags = finding.flags
+    for paragraph, paragraph_text, quotes in text.paragraphs:
+        if _applies(paragraph, flags):
+            blocks.append(paragraph_text.format_map(values) if quotes else paragraph_text)
     if from_note:
-        lines += ["", _from_note_paragraph()]
+        blocks.append(_from_note_paragraph())
+    evidence_head, unreadable_head = _list_heads()
     found = words.evidence_lines(evidence)
     if found:
-        lines += ["", f"**{common['headings']['evidence']}**", ""]
-        lines += [f"- {line}" for line in found]
+        blocks.append(evidence_head + "\n- ".join(found))
     cannot_read = words.cannot_read(finding)
     if cannot_read:
-        lines += ["", f"**{common['headings']['unreadable']}**", ""]
-        lines += [f"- {item}" for item in cannot_read]
-    lines += ["", text.sources_line]
-    return "\n".join(lines)
+        blocks.append(unreadable_head + "\n- ".join(cannot_read))
+    blocks.append(text.sources_line)
+    return "\n\n".join(blocks)
+
+
+@cache
+def _list_heads() -> tuple[str, str]:
+    """What starts the list of evidence and the list of what could not be read: the heading,
+    a blank line, the first item's dash."""
+    headings = content().common["headings"]
+    return f"**{headings['evidence']}**\n\n- ", f"**{headings['unreadable']}**\n\n- "
 
 
 @cache
