@@ -371,13 +371,22 @@ class _Words:
 
     def evidence_lines(self, items: list[Evidence] | tuple[Evidence, ...]) -> list[str]:
         """Each finding once: the latest of those with the same label and name, counted."""
+        if len(items) == 1:  # most cards cite one record: nothing to group
+            return [self.line(items[0])]
         seen: dict[tuple[str, str], list[Evidence]] = {}
         for item in items:
-            seen.setdefault((item.label, self.name(item).lower()), []).append(item)
-        lines = [
-            self.line(group[0] if len(group) == 1 else max(group, key=_day_or_blank), len(group))
-            for group in seen.values()
-        ]
+            key = (item.label, self.name(item).lower())
+            group = seen.get(key)
+            if group is None:
+                seen[key] = [item]
+            else:
+                group.append(item)
+        lines = []
+        for group in seen.values():
+            if len(group) == 1:
+                lines.append(self.line(group[0]))
+            else:
+                lines.append(self.line(max(group, key=_day_or_blank), len(group)))
         return list(dict.fromkeys(lines))
 
     def decisive(self, evidence: Evidence | None) -> str:
@@ -550,7 +559,11 @@ def _card(
     templates = (
         [s for s in text.suggestions if _applies(s.switch, flags)] if text.suggestions else []
     )
-    suggestions = [_suggestion(s, card_uuid, i, words, finding) for i, s in enumerate(templates)]
+    suggestions = (
+        [_suggestion(s, card_uuid, i, words, finding) for i, s in enumerate(templates)]
+        if templates
+        else []
+    )
     if text.note_findings == "evidence":
         scope = noted
     elif text.note_findings == "all":
