@@ -129,3 +129,23 @@ def test_the_fingerprint_does_not_depend_on_rendering():
     before = [evidence_fingerprint(f) for f in findings]
     cards.render(findings, trigger, chart, request["hookInstance"])
     assert [evidence_fingerprint(f) for f in findings] == before
+
+
+def test_the_patient_goes_wherever_a_template_quotes_it_as_the_json_text_replace_did():
+    """_with_patient against what cards did before: the template's JSON text with the quoted
+    `"{patient}"` replaced by the reference as JSON, read back."""
+    template = {
+        "resourceType": "ServiceRequest",
+        "subject": {"reference": "{patient}"},
+        "performer": [{"display": "lab"}, {"reference": "{patient}"}],
+        "note": [{"text": "for {patient}"}],  # inside a longer text: not the patient
+        "code": {"coding": [{"code": "1"}], "text": "x"},
+        "count": 2,
+    }
+    action = cards._prepare_action({"type": "create", "description": "d", "resource": template})
+    for reference in ("Patient/p1", 'Patient/"quoted"', "Patient/\u00e9\ud800"):
+        filled = cards._with_patient(action.resource, action.patient_paths, reference)
+        text = json.dumps(template).replace('"{patient}"', json.dumps(reference))
+        assert filled == json.loads(text)
+        assert filled["code"] is action.resource["code"]  # what holds no patient is shared
+    assert action.resource == template  # the prepared template is left as it was
