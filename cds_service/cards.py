@@ -30,7 +30,6 @@ from functools import cache
 
 import yaml
 
-from . import jsonio
 from .chart import Chart, LabResult, NoteFact, Unreadable
 from .content import content_dir
 from .errors import ConfigurationError
@@ -118,9 +117,11 @@ def _applies(item: dict, flags: frozenset[str]) -> bool:
 class _Action:
     type: str
     description: str
-    # The resource as JSON text (a fresh copy per card is one json.loads, much cheaper than
-    # copying the template); None for `for_each_order`: a delete per draft order named.
-    resource_json: str | None
+    # The resource as JSON values (as the template's JSON text reads back: keys are text), and
+    # where it quotes the patient (see _patient_paths); None for `for_each_order`: a delete
+    # per draft order named.
+    resource: dict | None
+    patient_paths: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -133,18 +134,27 @@ class _Suggestion:
 
 @dataclass(frozen=True)
 class _CardText:
+    """A rule's card text, prepared once. `source`, `override_reasons` and `links` are the
+    card's JSON values themselves: every card of the rule, in every response, holds these same
+    objects (a response is only read and serialised: tests/test_cards_shared.py holds every
+    consumer to that)."""
+
     summary: str
     summaries: tuple[dict, ...]
     detail: str
-    paragraphs: tuple[tuple[dict, str], ...]  # (the paragraph, its text stripped)
+    # Whether the detail quotes values ({decisive}, ...): most texts quote none, and
+    # format_map copies even a text without a field (2 us for a long one).
+    detail_quotes: bool
+    # (the paragraph, its text stripped, whether that quotes values)
+    paragraphs: tuple[tuple[dict, str, bool], ...]
     sources_line: str
     show_cramps: bool
     note_findings: str | None
-    source: tuple[str, str, str, str, str]  # label, url, topic system, rule id, topic display
+    source: dict  # label, url, topic (system, the rule id as code, display)
     suggestions: tuple[_Suggestion, ...]
     selection_behavior: str
-    override_reasons: tuple[tuple[str, str, str], ...]  # system, code, display
-    links: tuple[tuple[str, str], ...]
+    override_reasons: list[dict]  # system, code, display
+    links: list[dict] | None  # label, url, type; None: the card has no links
 
 
 def prepare() -> None:
@@ -153,6 +163,8 @@ def prepare() -> None:
     start-up objects (server.py)."""
     for rule_id in content().cards:
         _card_text(rule_id)
+    _plain_labels()
+    _list_heads()
 
 
 @cache
@@ -161,28 +173,45 @@ def _card_text(rule_id: str) -> _CardText:
     text = content().cards[rule_id]
     source = text["source"]
     reasons = common["override_reasons"] + (text.get("extra_override_reasons") or [])
+    detail = text["detail"].strip()
     return _CardText(
         summary=text["summary"],
         summaries=tuple(text.get("summaries", [])),
-        detail=text["detail"].strip(),
-        paragraphs=tuple((p, p["text"].strip()) for p in text.get("paragraphs") or []),
+        detail=detail,
+        detail_quotes=_quotes(detail),
+        paragraphs=tuple(
+            (p, p["text"].strip(), _quotes(p["text"].strip())) for p in text.get("paragraphs") or []
+        ),
         sources_line=f"**{common['headings']['sources']}** {text['guideline']}",
         show_cramps=bool(text.get("show_cramps")),
         note_findings=text.get("note_findings"),
-        source=(
-            source["label"],
-            source["url"],
-            common["topic_system"],
-            rule_id,
-            source["topic_display"],
-        ),
+        source={
+            "label": source["label"],
+            "url": source["url"],
+            "topic": {
+                "system": common["topic_system"],
+                "code": rule_id,
+                "display": source["topic_display"],
+            },
+        },
         suggestions=tuple(_prepare_suggestion(s) for s in text.get("suggestions") or []),
         selection_behavior=text.get("selectionBehavior", "any"),
-        override_reasons=tuple(
-            (common["override_reason_system"], r["code"], r["display"]) for r in reasons
-        ),
-        links=tuple((link["label"], link["url"]) for link in text.get("links") or []),
+        override_reasons=[
+            {"system": common["override_reason_system"], "code": r["code"], "display": r["display"]}
+            for r in reasons
+        ],
+        links=[
+            {"label": link["label"], "url": link["url"], "type": "absolute"}
+            for link in text.get("links") or []
+        ]
+        or None,
     )
+
+
+def _quotes(text: str) -> bool:
+    """Whether format_map does anything to this text: a text without a brace comes out of it
+    as it went in (one with a brace is formatted, and a stray one refused, as always)."""
+    return "{" in text or "}" in text
 
 
 def _prepare_suggestion(template: dict) -> _Suggestion:
@@ -193,24 +222,67 @@ def _prepare_suggestion(template: dict) -> _Suggestion:
         actions=tuple(
             _Action("delete", action["description"], None)
             if action.get("for_each_order")
-            else _Action(action["type"], action["description"], _resource_json(action))
+            else _prepare_action(action)
             for action in template["actions"]
         ),
     )
 
 
-PATIENT_JSON = '"{patient}"'  # in a suggestion template: the patient's reference
+PATIENT = "{patient}"  # in a suggestion template: a value that is the patient's reference
 
 
-def _resource_json(template: dict) -> str:
-    """A create action's resource as JSON text: inline, or a shared one (`resource_ref`) with
-    overrides."""
+def _prepare_action(template: dict) -> _Action:
+    """A create action's resource: inline, or a shared one (`resource_ref`) with overrides;
+    read back from its JSON text, so that it holds exactly the values a card's copy of that
+    text held (keys as text, lists for tuples)."""
     if "resource_ref" in template:
         resource = copy.deepcopy(content().common["resources"][template["resource_ref"]])
         resource.update(copy.deepcopy(template.get("overrides") or {}))
     else:
         resource = copy.deepcopy(template["resource"])
-    return json.dumps(resource)
+    resource = json.loads(json.dumps(resource))
+    return _Action(template["type"], template["description"], resource, _patient_paths(resource))
+
+
+def _patient_paths(value: object) -> tuple:
+    """Where a resource quotes the patient: for each key (or index) whose value is `{patient}`
+    or holds it, that key with the same for its value; () for the patient value itself, and
+    for a value without it (then the key is not listed)."""
+    if isinstance(value, dict):
+        if PATIENT in value:  # only a value may be the patient, never a key
+            raise ConfigurationError(f"a suggestion resource has the key {PATIENT!r}")
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return ()
+    return tuple(
+        (key, _patient_paths(item))
+        for key, item in items
+        if item == PATIENT or _holds_patient(item)
+    )
+
+
+def _holds_patient(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(item == PATIENT or _holds_patient(item) for item in value.values())
+    if isinstance(value, list):
+        return any(item == PATIENT or _holds_patient(item) for item in value)
+    return False
+
+
+def _with_patient(template: object, paths: tuple, patient: object) -> object:
+    """The resource with the patient's reference in place of `{patient}`. Only the dicts and
+    lists on the way to a patient value are new; the rest (codes, categories) is the
+    prepared template's, shared by every card (a response is never changed once rendered)."""
+    if template == PATIENT:
+        return patient
+    if not paths:
+        return template
+    filled = template.copy()
+    for key, inner in paths:
+        filled[key] = _with_patient(template[key], inner, patient)
+    return filled
 
 
 # --- words -------------------------------------------------------------------------------
@@ -245,7 +317,7 @@ class _Words:
     """The words of one response's cards, from one chart. What several cards of the response
     share is worked out once: the days as shown, each piece of evidence's name (the evidence
     objects live as long as the response is rendered, so they are known by id), what the chart
-    could not read, the patient's reference as JSON."""
+    could not read."""
 
     def __init__(self, chart: Chart):
         self.chart = chart
@@ -254,7 +326,6 @@ class _Words:
         self._days: dict[str | None, str] = {}
         self._names: dict[int, str] = {}
         self._cannot_read: list[str] | None = None
-        self._patient_json: str | None = None
         self._noted_trigger: list[NoteFact] | None = None
 
     def day(self, day: str | None) -> str:
@@ -270,6 +341,9 @@ class _Words:
         return name
 
     def label(self, evidence: Evidence) -> str:
+        plain = _plain_labels().get(evidence.label)
+        if plain is not None:  # quotes no value: the same text for every piece of evidence
+            return plain
         template = self.common["evidence"][evidence.label]
         return template.format_map(self.values(evidence) if evidence.values else _NO_VALUES)
 
@@ -283,28 +357,36 @@ class _Words:
         """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)"."""
         label = self.label(evidence)
         name = self.name(evidence)
-        where = [
-            part
-            for part in (
-                _source(evidence, self.common["sources"]),
-                self.day(evidence.day),
-                _code_label(evidence),
-                f"x{count}" if count > 1 else "",
-            )
-            if part
-        ]
+        where = []  # the parts that are known, in this order (a loop: no comprehension frame)
+        for part in (
+            _source(evidence, self.common["sources"]),
+            self.day(evidence.day),
+            _code_label(evidence),
+            f"x{count}" if count > 1 else "",
+        ):
+            if part:
+                where.append(part)
         text = f"{label}: {name}" if name and name.lower() != label.lower() else label
         return f"{text} ({', '.join(where)})" if where else text
 
     def evidence_lines(self, items: list[Evidence] | tuple[Evidence, ...]) -> list[str]:
         """Each finding once: the latest of those with the same label and name, counted."""
+        if len(items) == 1:  # most cards cite one record: nothing to group
+            return [self.line(items[0])]
         seen: dict[tuple[str, str], list[Evidence]] = {}
         for item in items:
-            seen.setdefault((item.label, self.name(item).lower()), []).append(item)
-        lines = [
-            self.line(group[0] if len(group) == 1 else max(group, key=_day_or_blank), len(group))
-            for group in seen.values()
-        ]
+            key = (item.label, self.name(item).lower())
+            group = seen.get(key)
+            if group is None:
+                seen[key] = [item]
+            else:
+                group.append(item)
+        lines = []
+        for group in seen.values():
+            if len(group) == 1:
+                lines.append(self.line(group[0]))
+            else:
+                lines.append(self.line(max(group, key=_day_or_blank), len(group)))
         return list(dict.fromkeys(lines))
 
     def decisive(self, evidence: Evidence | None) -> str:
@@ -327,16 +409,21 @@ class _Words:
 
     def cannot_read(self, finding: Finding) -> list[str]:
         """What the card lists as not read: the finding's own, then the chart's (the same on
-        every card), each once."""
+        every card), each once. Only read by the caller: without the finding's own, it is the
+        list every card of the response gets."""
         if self._cannot_read is None:
             chart = self.chart
             gaps = self.common["gaps"]
-            self._cannot_read = [
-                *(self.unreadable(u) for u in chart.unreadable),
-                *(gaps[g.reason].format(key=g.key, detail=g.detail) for g in chart.gaps),
-            ]
+            self._cannot_read = list(
+                dict.fromkeys(
+                    [
+                        *(self.unreadable(u) for u in chart.unreadable),
+                        *(gaps[g.reason].format(key=g.key, detail=g.detail) for g in chart.gaps),
+                    ]
+                )
+            )
         if not finding.missing:
-            return list(dict.fromkeys(self._cannot_read))
+            return self._cannot_read
         own = [self.unreadable(u) for u in finding.missing]
         return list(dict.fromkeys([*own, *self._cannot_read]))
 
@@ -346,13 +433,14 @@ class _Words:
             self._noted_trigger = _noted(trigger, self.chart)
         return list(self._noted_trigger)
 
-    def patient_json(self) -> str:
-        if self._patient_json is None:
-            self._patient_json = json.dumps(self.chart.patient_reference)
-        return self._patient_json
-
 
 _NO_VALUES: dict[str, str] = {}  # the values of evidence that quotes none (never written to)
+
+
+@cache
+def _plain_labels() -> dict[str, str]:
+    """The evidence labels without a brace: as format_map leaves them, whatever the values."""
+    return {key: text for key, text in content().common["evidence"].items() if not _quotes(text)}
 
 
 def _day_or_blank(evidence: Evidence) -> str:
@@ -454,27 +542,28 @@ def _card(
     values = {
         "decisive": words.decisive(decisive),
         "decisive_day": words.day(decisive.day if decisive else None),
-        "reasons": ", ".join([reasons[r] for r in finding.reasons]),
+        "reasons": ", ".join([reasons[r] for r in finding.reasons]) if finding.reasons else "",
     }
     noted = _noted(finding.evidence, chart)
     noted_trigger = words.noted_trigger(trigger) if text.note_findings == "all" else []
-    summary = next((s["text"] for s in text.summaries if _applies(s, flags)), text.summary)
+    summary = _summary(text, flags)
     card_uuid = _card_uuid(f"{hook_instance}/{finding.rule_id}")
     evidence = [*trigger, *finding.evidence] if text.show_cramps else finding.evidence
-    label, url, topic_system, topic_code, topic_display = text.source
     card: dict = {
         "uuid": card_uuid,
         "summary": fit_summary(summary, values),
         "indicator": finding.indicator,
         "detail": _detail(text, finding, evidence, words, values, bool(noted or noted_trigger)),
-        "source": {
-            "label": label,
-            "url": url,
-            "topic": {"system": topic_system, "code": topic_code, "display": topic_display},
-        },
+        "source": text.source,
     }
-    templates = [s for s in text.suggestions if _applies(s.switch, flags)]
-    suggestions = [_suggestion(s, card_uuid, i, words, finding) for i, s in enumerate(templates)]
+    templates = (
+        [s for s in text.suggestions if _applies(s.switch, flags)] if text.suggestions else []
+    )
+    suggestions = (
+        [_suggestion(s, card_uuid, i, words, finding) for i, s in enumerate(templates)]
+        if templates
+        else []
+    )
     if text.note_findings == "evidence":
         scope = noted
     elif text.note_findings == "all":
@@ -487,15 +576,18 @@ def _card(
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = text.selection_behavior
-    card["overrideReasons"] = [
-        {"system": system, "code": code, "display": display}
-        for system, code, display in text.override_reasons
-    ]
+    card["overrideReasons"] = text.override_reasons
     if text.links:
-        card["links"] = [
-            {"label": label, "url": url, "type": "absolute"} for label, url in text.links
-        ]
+        card["links"] = text.links
     return card
+
+
+def _summary(text: _CardText, flags: frozenset[str]) -> str:
+    """The first summary whose switch the flags turn on, else the card's own."""
+    for summary in text.summaries:
+        if _applies(summary, flags):
+            return summary["text"]
+    return text.summary
 
 
 def fit_summary(template: str, values: dict) -> str:
@@ -520,23 +612,32 @@ def _detail(
     values: dict,
     from_note: bool = False,
 ) -> str:
-    common = words.common
-    lines = [text.detail.format_map(values)]
-    for paragraph, paragraph_text in text.paragraphs:
-        if _applies(paragraph, finding.flags):
-            lines += ["", paragraph_text.format_map(values)]
+    """The card's markdown: its paragraphs (a blank line between each), the evidence and what
+    could not be read as lists under their headings, then the sources."""
+    blocks = [text.detail.format_map(values) if text.detail_quotes else text.detail]
+    flags = finding.flags
+    for paragraph, paragraph_text, quotes in text.paragraphs:
+        if _applies(paragraph, flags):
+            blocks.append(paragraph_text.format_map(values) if quotes else paragraph_text)
     if from_note:
-        lines += ["", _from_note_paragraph()]
+        blocks.append(_from_note_paragraph())
+    evidence_head, unreadable_head = _list_heads()
     found = words.evidence_lines(evidence)
     if found:
-        lines += ["", f"**{common['headings']['evidence']}**", ""]
-        lines += [f"- {line}" for line in found]
+        blocks.append(evidence_head + "\n- ".join(found))
     cannot_read = words.cannot_read(finding)
     if cannot_read:
-        lines += ["", f"**{common['headings']['unreadable']}**", ""]
-        lines += [f"- {item}" for item in cannot_read]
-    lines += ["", text.sources_line]
-    return "\n".join(lines)
+        blocks.append(unreadable_head + "\n- ".join(cannot_read))
+    blocks.append(text.sources_line)
+    return "\n\n".join(blocks)
+
+
+@cache
+def _list_heads() -> tuple[str, str]:
+    """What starts the list of evidence and the list of what could not be read: the heading,
+    a blank line, the first item's dash."""
+    headings = content().common["headings"]
+    return f"**{headings['evidence']}**\n\n- ", f"**{headings['unreadable']}**\n\n- "
 
 
 @cache
@@ -581,7 +682,7 @@ _VARIANT = {digit: "89ab"[int(digit, 16) & 0b11] for digit in "0123456789abcdef"
 def _suggestion(template: _Suggestion, card_uuid: str, index: int, words: _Words, finding):
     actions = []
     for action in template.actions:
-        if action.resource_json is None:  # for_each_order
+        if action.resource is None:  # for_each_order
             actions += [
                 {
                     "type": "delete",
@@ -591,12 +692,13 @@ def _suggestion(template: _Suggestion, card_uuid: str, index: int, words: _Words
                 for reference in finding.orders
             ]
         else:
-            resource = action.resource_json.replace(PATIENT_JSON, words.patient_json())
             actions.append(
                 {
                     "type": action.type,
                     "description": action.description,
-                    "resource": jsonio.loads(resource),
+                    "resource": _with_patient(
+                        action.resource, action.patient_paths, words.chart.patient_reference
+                    ),
                 }
             )
     suggestion = {
@@ -611,6 +713,8 @@ def _suggestion(template: _Suggestion, card_uuid: str, index: int, words: _Words
 
 def _noted(evidence: list[Evidence] | tuple[Evidence, ...], chart: Chart) -> list[NoteFact]:
     """The draft-note findings a list of evidence quotes, in order, each once."""
+    if not chart.note_facts:  # no draft note (every hook but note signing)
+        return []
     facts = (chart.note_fact(e.reference) for e in evidence)
     return list({f.reference: f for f in facts if f is not None}.values())
 
