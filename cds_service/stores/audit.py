@@ -160,8 +160,7 @@ class AuditStore:
                 # per-row parameter handling. exec_driver_sql keeps its transaction, pool and
                 # error wrapping (`answering` tells a database that does not answer).
                 stored = connection.exec_driver_sql(
-                    statements.invocations(len(chunk)),
-                    tuple(value for r in chunk for value in _invocation_values(r)),
+                    *statements.invocations([_invocation_values(r) for r in chunk])
                 ).all()
                 ids = {event_id: row_id for row_id, event_id in stored}
                 cards = [
@@ -180,10 +179,7 @@ class AuditStore:
                     for u, rule, indicator, *rest in r["cards"]
                 ]
                 for first in range(0, len(cards), CHUNK):
-                    some = cards[first : first + CHUNK]
-                    connection.exec_driver_sql(
-                        statements.cards(len(some)), tuple(v for c in some for v in c)
-                    )
+                    connection.exec_driver_sql(*statements.cards(cards[first : first + CHUNK]))
 
     @functools.cached_property
     def _statements(self) -> _Statements:
@@ -196,54 +192,71 @@ class AuditStore:
         self._spool.close()
 
 
-# The invocation table's columns as `record()` names them: (column, key of the queued row).
-INVOCATION_COLUMNS = (
-    ("event_id", "event_id"),
-    ("time", "time"),
-    ("service_id", "service_id"),
-    ("hook", "hook"),
-    ("hook_instance", "hook_instance"),
-    ("issuer", "issuer"),
-    ("tenant", "tenant"),
-    ("status", "status"),
-    ("latency_ms", "latency_ms"),
-    ("patient_hash", "patient_hash"),
-    ("rule_ids", "rule_ids"),
-    ("fetched", "fetched"),
-)
-CARD_COLUMNS = (
-    "card_uuid", "rule_id", "indicator", "invocation_id", "evidence_digest", "quieted"
-)  # fmt: skip
-_invocation_values = operator.itemgetter(*(key for _column, key in INVOCATION_COLUMNS))
+# The columns the INSERTs fill, in order (a queued row's keys are the invocation's columns),
+# with their PostgreSQL types (for the arrays of its `unnest`; tests/test_audit_rows.py checks
+# the stored values on both engines).
+INVOCATION_COLUMNS = {
+    "event_id": "text",
+    "time": "text",
+    "service_id": "text",
+    "hook": "text",
+    "hook_instance": "text",
+    "issuer": "text",
+    "tenant": "text",
+    "status": "integer",
+    "latency_ms": "double precision",
+    "patient_hash": "text",
+    "rule_ids": "text",
+    "fetched": "text",
+}
+CARD_COLUMNS = {
+    "card_uuid": "text",
+    "rule_id": "text",
+    "indicator": "text",
+    "invocation_id": "bigint",
+    "evidence_digest": "text",
+    "quieted": "boolean",
+}
+_invocation_values = operator.itemgetter(*INVOCATION_COLUMNS)
 
 
 class _Statements:
-    """The audit INSERTs in the driver's SQL for one dialect (SQLite or PostgreSQL): what
-    SQLAlchemy's `insert(...).on_conflict_do_nothing()` says, written out once.
+    """The audit INSERTs in the driver's SQL for one dialect, and their parameters: what
+    SQLAlchemy's `insert(...).on_conflict_do_nothing()` said, written out once. A row whose
+    event id is stored already is skipped; the rows taken come back with their ids (RETURNING:
+    the cards need them). Only identifiers of the schema are written into the text (quoted by
+    the dialect); every value is a bound parameter.
 
-    Invocations go in as one multi-row INSERT per chunk, the rows the database took coming
-    back with their ids (RETURNING: the cards need them); a row whose event id is stored
-    already is skipped. Cards go in through the driver's executemany."""
+    PostgreSQL: one statement whatever the rows, a column an array (`unnest`). psycopg turns
+    the `%s` of a statement into `$n` in Python, and caches that only for short statements:
+    for a multi-row VALUES it cost more than SQLAlchemy's whole INSERT. SQLite: one multi-row
+    VALUES of `?` per chunk (sqlite3 has no such conversion)."""
 
     def __init__(self, dialect: sa.Dialect):
         quote = dialect.identifier_preparer.quote
-        mark = "?" if dialect.name == "sqlite" else "%s"  # sqlite3: qmark; psycopg: format
-        self._row = "(" + ", ".join([mark] * len(INVOCATION_COLUMNS)) + ")"
-        self._head = (
-            f"INSERT INTO {quote(invocation.name)} "
-            f"({', '.join(quote(column) for column, _key in INVOCATION_COLUMNS)}) VALUES "
-        )
-        self._tail = (
+        self._unnest = dialect.name == "postgresql"
+        self._invocation = self._insert(quote, invocation.name, INVOCATION_COLUMNS)
+        self._invocation_tail = (
             f" ON CONFLICT ({quote('event_id')}) DO NOTHING "
             f"RETURNING {quote('id')}, {quote('event_id')}"
         )
-        self._card_row = "(" + ", ".join([mark] * len(CARD_COLUMNS)) + ")"
-        self._card_head = (
-            f"INSERT INTO {quote(card.name)} ({', '.join(map(quote, CARD_COLUMNS))}) VALUES "
-        )
+        self._card = self._insert(quote, card.name, CARD_COLUMNS)
 
-    def invocations(self, rows: int) -> str:
-        return self._head + ", ".join([self._row] * rows) + self._tail
+    def _insert(self, quote, table: str, columns: dict[str, str]) -> str:
+        head = f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))}) "
+        if self._unnest:
+            arrays = ", ".join(f"%s::{pg_type}[]" for pg_type in columns.values())
+            return head + f"SELECT * FROM unnest({arrays})"  # noqa: S608 (see above)
+        return head + "VALUES "
 
-    def cards(self, rows: int) -> str:
-        return self._card_head + ", ".join([self._card_row] * rows) + " ON CONFLICT DO NOTHING"
+    def invocations(self, rows: list[tuple]) -> tuple[str, tuple]:
+        return self._statement(self._invocation, rows, self._invocation_tail)
+
+    def cards(self, rows: list[tuple]) -> tuple[str, tuple]:
+        return self._statement(self._card, rows, " ON CONFLICT DO NOTHING")
+
+    def _statement(self, head: str, rows: list[tuple], tail: str) -> tuple[str, tuple]:
+        if self._unnest:
+            return head + tail, tuple(map(list, zip(*rows, strict=True)))
+        one = "(" + ", ".join(["?"] * len(rows[0])) + ")"
+        return head + ", ".join([one] * len(rows)) + tail, tuple(v for r in rows for v in r)
