@@ -246,7 +246,7 @@ class _Statements:
         head = f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))}) "
         if self._unnest:
             arrays = ", ".join(f"%s::{pg_type}[]" for pg_type in columns.values())
-            return head + f"SELECT * FROM unnest({arrays})"  # noqa: S608 (see above)
+            return head + f"SELECT * FROM unnest({arrays})"  # noqa: S608 (identifiers only)
         return head + "VALUES "
 
     def invocations(self, rows: list[tuple]) -> tuple[str, tuple]:
