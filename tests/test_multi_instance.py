@@ -218,6 +218,9 @@ def _load(url: str, method: str, body: bytes | None, stop: threading.Event, call
         calls.append(Call(method, started, time.monotonic(), status, text))
 
 
+NGINX_SEES_CLOSE_S = 0.05
+
+
 def test_an_instance_killed_under_load_only_fails_the_calls_in_flight_on_it(tmp_path):
     request, _ = load_scenario("mixed-three-causes")
     body = json.dumps(request).encode()
@@ -265,8 +268,11 @@ def test_an_instance_killed_under_load_only_fails_the_calls_in_flight_on_it(tmp_
     # Only the calls in flight when the instance died failed, at most one per client thread:
     # nginx's 502 OperationOutcome, or (when the instance died while nginx was passing its
     # answer on) an answer cut short.
+    # "In flight" includes a call nginx sent on a kept-alive connection to the killed instance
+    # in the few milliseconds before it read that connection's close: such a POST was sent, so
+    # nginx may not retry it (seen once: started 1.5 ms after the last process was gone).
     for call in failed:
-        assert call.started < dead and call.ended >= killing, call
+        assert call.started < dead + NGINX_SEES_CLOSE_S and call.ended >= killing, call
         if call.status is None:
             assert call.body == "ChunkedEncodingError", call
         else:
