@@ -255,7 +255,7 @@ def test_an_instance_killed_under_load_only_fails_the_calls_in_flight_on_it(tmp_
     posts = [c for c in calls if c.method == "POST"]
     gets = [c for c in calls if c.method == "GET"]
     before = [c for c in posts if c.ended < killing]
-    after = [c for c in posts if c.started > dead]
+    after = [c for c in posts if c.started > dead + NGINX_SEES_CLOSE_S]
     failed = [c for c in posts if c.status != 200]
     killed, survivor = running.address(0), running.address(1)
     served_before = {m["upstream"] for m in log if m["method"] == "POST" and m["us"] == "200"}
@@ -279,9 +279,16 @@ def test_an_instance_killed_under_load_only_fails_the_calls_in_flight_on_it(tmp_
             assert call.status == 502, call
             assert json.loads(call.body)["resourceType"] == "OperationOutcome"
     assert len(failed) <= POST_THREADS
-    # Everything sent after it died was answered, and every GET (a GET in flight is retried).
+    # Everything sent after it died (and nginx saw it die) was answered, GETs too; a GET fails
+    # only when it was in flight on the killed instance and its answer was already on its way
+    # (seen once in about 30 runs; a GET nginx could not send is retried on the survivor).
     assert all(c.status == 200 for c in after)
-    assert gets and all(c.status == 200 for c in gets)
+    assert gets and all(c.status == 200 for c in gets if c.started > dead + NGINX_SEES_CLOSE_S)
+    assert all(
+        c.started < dead + NGINX_SEES_CLOSE_S and c.ended >= killing
+        for c in gets
+        if c.status != 200
+    )
     # nginx's side: each 502 came from the killed instance; the calls that could not be sent to
     # it (connection refused: right after the kill, and again when fail_timeout had passed) were
     # passed to the survivor and answered there.
