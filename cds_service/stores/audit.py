@@ -192,31 +192,20 @@ class AuditStore:
         self._spool.close()
 
 
-# The columns the INSERTs fill, in order (a queued row's keys are the invocation's columns),
-# with their PostgreSQL types (for the arrays of its `unnest`; tests/test_audit_rows.py checks
+# The columns the INSERTs fill, in the schema's order (a queued row's keys are the invocation's
+# columns; the row id is the database's), with the PostgreSQL type of the arrays its `unnest`
+# reads (an array of bigint fills an integer column by PostgreSQL's assignment cast). Read off
+# stores/schema.py, so a column added there is written here too (tests/test_audit_rows.py checks
 # the stored values on both engines).
-INVOCATION_COLUMNS = {
-    "event_id": "text",
-    "time": "text",
-    "service_id": "text",
-    "hook": "text",
-    "hook_instance": "text",
-    "issuer": "text",
-    "tenant": "text",
-    "status": "integer",
-    "latency_ms": "double precision",
-    "patient_hash": "text",
-    "rule_ids": "text",
-    "fetched": "text",
-}
-CARD_COLUMNS = {
-    "card_uuid": "text",
-    "rule_id": "text",
-    "indicator": "text",
-    "invocation_id": "bigint",
-    "evidence_digest": "text",
-    "quieted": "boolean",
-}
+_ARRAY_TYPES = {str: "text", int: "bigint", float: "double precision", bool: "boolean"}
+
+
+def _columns(table: sa.Table, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    return {c.name: _ARRAY_TYPES[c.type.python_type] for c in table.columns if c.name not in skip}
+
+
+INVOCATION_COLUMNS = _columns(invocation, skip=("id",))
+CARD_COLUMNS = _columns(card)
 _invocation_values = operator.itemgetter(*INVOCATION_COLUMNS)
 
 
