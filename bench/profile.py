@@ -131,8 +131,17 @@ def stages(runs: int) -> dict[str, float]:
 def _calls_per_request(post, requests: int = 50) -> float:
     """Python function calls per request (cProfile's count): unlike a time, the same on a
     busy machine as on an idle one, so two trees compare in any weather."""
-    import cProfile
-    import pstats
+    # Run as a script, this file's folder comes first on sys.path, and its name hides the
+    # standard library's `profile`, which cProfile imports: look it up without that folder.
+    here = str(Path(__file__).resolve().parent)
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(here)]
+    sys.modules.pop("profile", None)
+    try:
+        import cProfile
+        import pstats
+    finally:
+        sys.path[:] = saved
 
     profiler = cProfile.Profile()
     profiler.enable()
