@@ -406,38 +406,54 @@ class Chart:
             m for status in statuses or ("affirmed",) for m in self.noted.get((group, status), ())
         ]
 
+    # The three below read the indexes themselves rather than calling conditions_in and
+    # noted_in (some thirty calls a request, nearly all for a group the record lacks): the
+    # note's index is empty except at note-sign, and an absent group costs one lookup.
+
     def findings_in(self, group: str, within_days: int | None = None) -> list[Match]:
         """A symptom or problem, coded as a Condition or an Observation finding, or written in
         the draft note as current (dated now)."""
-        return (
-            self.conditions_in(group, within_days)
-            + self.observations_in(group, within_days)
-            + self.noted_in(group)
-        )
+        conditions = self.current.get(group)
+        observations = self.findings.get(group)
+        found = self._within(conditions, within_days) if conditions else []
+        if observations:
+            found += self._within(observations, within_days)
+        if self.noted:
+            found += self.noted.get((group, "affirmed"), ())
+        return found
 
     def problems_in(self, group: str) -> list[Match]:
         """A problem that counts: an active Condition, or current in the draft note."""
-        return self.conditions_in(group) + self.noted_in(group)
+        conditions = self.current.get(group)
+        found = list(conditions) if conditions else []
+        if self.noted:
+            found += self.noted.get((group, "affirmed"), ())
+        return found
 
     def lasting_in(self, group: str) -> list[Match]:
         """A lasting condition (CKD, diabetes, cancer history...): active, or in the draft note
         as current or as past medical history, which for such a condition means it is there."""
-        return self.problems_in(group) + self.noted_in(group, "historical")
+        conditions = self.current.get(group)
+        found = list(conditions) if conditions else []
+        if self.noted:
+            found += self.noted.get((group, "affirmed"), ())
+            found += self.noted.get((group, "historical"), ())
+        return found
 
     # --- labs, medications, allergies, orders ----------------------------------------------
 
     def results(self, lab: Lab) -> tuple[list[LabResult], list[Unreadable]]:
         """Readable results within the lab's lookback, newest first; and what was unreadable."""
+        results = self.lab_results.get(lab.value_set)
+        if results is None:  # most labs a rule asks for are not in the record
+            unreadable = self.lab_unreadable.get(lab.value_set)
+            return [], list(unreadable) if unreadable else []
         key = (lab.value_set, lab.lookback_days)
         found = self._results.get(key)
         if found is None:  # worked out once per lab: several rules read the same ones
             since = self.since(lab.lookback_days)
             latest_allowed = self.now + timedelta(days=1)
-            readable = tuple(
-                r
-                for r in self.lab_results.get(lab.value_set, ())
-                if since <= r.fact.when <= latest_allowed
-            )
+            readable = tuple(r for r in results if since <= r.fact.when <= latest_allowed)
             found = self._results[key] = (
                 readable,
                 self.lab_unreadable.get(lab.value_set, ()),
