@@ -690,25 +690,24 @@ def _concept_key(concept: dict) -> tuple | None:
     when it is longer than a real concept is (_KEY_MAX_CHARS): such a concept is classified
     afresh each time, never remembered, so the caches hold at most _CLASSIFIED_MAX short keys
     however long the texts a client sends."""
-    codings = concept.get("coding")
+    text, codings = concept.get("text"), concept.get("coding")
+    size = len(text) if isinstance(text, str) else 0
+    parts = []
+    for c in codings if isinstance(codings, list) else ():
+        if isinstance(c, dict):
+            part = (c.get("system"), c.get("code"), c.get("display"))
+            for item in part:
+                if isinstance(item, str):
+                    size += len(item)
+        else:
+            part = c
+            size += len(c) if isinstance(c, str) else 1
+        parts.append(part)
+    key = (text, tuple(parts))
     try:
-        key = (
-            concept.get("text"),
-            tuple(
-                (c.get("system"), c.get("code"), c.get("display")) if isinstance(c, dict) else c
-                for c in (codings if isinstance(codings, list) else ())
-            ),
-        )
         hash(key)
     except TypeError:  # a malformed coding (a list where a string belongs)
         return None
-    text, parts = key
-    size = len(text) if isinstance(text, str) else 0
-    for part in parts:
-        if isinstance(part, tuple):
-            size += sum(len(item) for item in part if isinstance(item, str))
-        else:
-            size += len(part) if isinstance(part, str) else 1
     return key if size <= _KEY_MAX_CHARS else None
 
 
@@ -759,54 +758,55 @@ class _Builder:
             return False
         return True
 
-    def groups(self, concept: dict) -> dict[str, Hit]:
-        """The groups a CodeableConcept is coded in: classified once per distinct concept, and
-        remembered across requests (records repeat the same lab and problem codes, and so do
-        patients; the answer depends on the concept's codes and text and the value sets only)."""
+    def groups(self, concept: dict) -> tuple[dict[str, Hit], bool]:
+        """The groups a CodeableConcept is coded in, and whether its name says saddle
+        anaesthesia (see `_classify`): worked out once per distinct concept, and remembered
+        across requests (records repeat the same lab and problem codes, and so do patients; the
+        answer depends on the concept's codes and text, the value sets and the lexicon only).
+        The groups may be the remembered dict itself: read it, never change it (`saddle`
+        changes a copy)."""
         key = _concept_key(concept)
         if key is None:
-            return self.terminology.classify(concept)
+            return _classify(self.terminology, concept)
         known = _CLASSIFIED.get(key)
         if known is None or known[0] is not self.terminology:
             if len(_CLASSIFIED) >= _CLASSIFIED_MAX:
                 _CLASSIFIED.clear()
-            known = _CLASSIFIED[key] = (self.terminology, self.terminology.classify(concept))
-        return dict(known[1])
+            known = _CLASSIFIED[key] = (self.terminology, *_classify(self.terminology, concept))
+        return known[1], known[2]
 
-    def saddle(self, fact: Fact, hits: dict[str, Hit]) -> None:
-        """Numbness coded as a nerve symptom that describes the saddle area (its name, or a
-        saddle body site) is saddle anaesthesia, never a nerve symptom."""
-        if not SENSORY_GROUPS & hits.keys():
-            return
+    def saddle(self, fact: Fact, hits: dict[str, Hit], named: bool) -> dict[str, Hit]:
+        """Numbness coded as a nerve symptom that describes the saddle area (its name, which
+        `named` says, or a saddle body site) is saddle anaesthesia, never a nerve symptom: the
+        hits so read (a changed copy; `hits` itself may be the remembered classification)."""
+        if SENSORY_GROUPS.isdisjoint(hits):
+            return hits
         at_saddle = "SADDLE_SITE" in self.site_groups(fact)
-        named = any(
-            group == "SADDLE_ANAESTHESIA" and status == "affirmed"
-            for text in _names_of(fact.code)
-            for group, status in _read_name(text)
-        )
         if at_saddle or named:
             coding = next(
                 (hits[g].coding for g in ("NERVE_SYMPTOM", "SENSORY_LOSS") if g in hits), None
             )
+            hits = dict(hits)
             hits.pop("NERVE_SYMPTOM", None)
             hits["SADDLE_ANAESTHESIA"] = Hit("SADDLE_ANAESTHESIA", coding)
+        return hits
 
     def condition(self, fact: Fact, counts: bool) -> None:
-        hits = self.groups(fact.code)
+        hits, named = self.groups(fact.code)
         statuses: dict[str, str] = {}
         if not hits:
             statuses = _by_name(fact.code)
             if not statuses:
                 return
         else:
-            self.saddle(fact, hits)
+            hits = self.saddle(fact, hits, named)
         if not self.valid(fact, dated=False):
             return
         if fact.when is None and any(fact.resource.get(f) is not None for f in fact.date_fields):
             # A date that is there but cannot be read is named; the record then counts only
             # where no lookback asks for its date (an active problem), as an undated one does.
             self.unreadable.append(Unreadable("no-date", _subject(fact)))
-        if fact.body_sites:
+        if "bodySite" in fact.resource and fact.body_sites:
             self.site_groups(fact)
         for group, hit in hits.items():
             (self.current if counts else self.past).setdefault(group, []).append(
@@ -819,7 +819,7 @@ class _Builder:
                 self.past.setdefault(group, []).append(Match(fact))
 
     def observation(self, fact: Fact) -> None:
-        hits = self.groups(fact.code)
+        hits, named = self.groups(fact.code)
         quantity = fact.resource.get("valueQuantity")
         labs = [LAB_GROUPS[g] for g in hits if g in LAB_GROUPS]
         by_name = False
@@ -847,13 +847,13 @@ class _Builder:
             if not statuses:
                 return
         else:
-            self.saddle(fact, hits)
+            hits = self.saddle(fact, hits, named)
         if fact.when is not None and fact.when < self.oldest:
             return
         if not self.valid(fact, dated=True):
             return
         present = not is_negated(fact.resource)
-        if fact.body_sites:
+        if "bodySite" in fact.resource and fact.body_sites:
             self.site_groups(fact)
         for group, hit in hits.items():
             match = Match(fact, hit.coding)
@@ -1027,11 +1027,24 @@ def _dose_mg(resource: dict) -> float | None:
     return None
 
 
-# Concept key -> (the terminology that classified it, its hits); cleared when full.
-_CLASSIFIED: dict[tuple, tuple[Terminology, dict[str, Hit]]] = {}
+# Concept key -> (the terminology that classified it, its hits, whether its name says saddle
+# anaesthesia); cleared when full.
+_CLASSIFIED: dict[tuple, tuple[Terminology, dict[str, Hit], bool]] = {}
 _CLASSIFIED_MAX = 20_000
 # The same for drug, allergy and order concepts, whose answer includes the groups they name.
 _CODED_OR_NAMED: dict[tuple, tuple[Terminology, dict[str, Hit]]] = {}
+
+
+def _classify(terminology: Terminology, concept: dict) -> tuple[dict[str, Hit], bool]:
+    """The groups a record's concept is coded in; and, for numbness coded as a nerve symptom,
+    whether its text or a display reads as saddle anaesthesia (`_Builder.saddle`)."""
+    hits = terminology.classify(concept)
+    named = not SENSORY_GROUPS.isdisjoint(hits) and any(
+        group == "SADDLE_ANAESTHESIA" and status == "affirmed"
+        for text in _names_of(concept)
+        for group, status in _read_name(text)
+    )
+    return hits, named
 
 
 def _classified(items: list, terminology: Terminology, extra) -> dict:
@@ -1098,8 +1111,13 @@ def referenced_id(reference: str) -> str:
 def _status(concept: object) -> str | None:
     """The code of the first well-formed coding (as `codings_of` reads them); without one, of
     the first coding that has a code (codings without a system still carry the status)."""
+    if not isinstance(concept, dict):
+        return None
+    codings = concept.get("coding")
+    if not isinstance(codings, list):
+        return None
     fallback = None
-    for coding in coding_list(concept):
+    for coding in codings:  # as coding_list reads them
         if isinstance(coding, dict):
             code = coding.get("code")
             if isinstance(code, str):
