@@ -494,13 +494,22 @@ class Chart:
 
     def results(self, lab: Lab) -> tuple[list[LabResult], list[Unreadable]]:
         """Readable results within the lab's lookback, newest first; and what was unreadable."""
+        readable, unreadable = self._lab(lab)
+        return list(readable), list(unreadable)
+
+    def latest_result(self, lab: Lab) -> tuple[LabResult | None, list[Unreadable]]:
+        readable, unreadable = self._lab(lab)
+        return (readable[0] if readable else None), list(unreadable)
+
+    def _lab(self, lab: Lab) -> tuple[tuple[LabResult, ...], tuple[Unreadable, ...]]:
+        """What `results` answers, as the tuples worked out once per lab (several rules read
+        the same ones): callers copy them."""
         results = self.lab_results.get(lab.value_set)
         if results is None:  # most labs a rule asks for are not in the record
-            unreadable = self.lab_unreadable.get(lab.value_set)
-            return [], list(unreadable) if unreadable else []
+            return (), self.lab_unreadable.get(lab.value_set, ())
         key = (lab.value_set, lab.lookback_days)
         found = self._results.get(key)
-        if found is None:  # worked out once per lab: several rules read the same ones
+        if found is None:
             since = self.since(lab.lookback_days)
             latest_allowed = self.now + timedelta(days=1)
             readable = tuple(r for r in results if since <= r.fact.when <= latest_allowed)
@@ -508,11 +517,7 @@ class Chart:
                 readable,
                 self.lab_unreadable.get(lab.value_set, ()),
             )
-        return list(found[0]), list(found[1])
-
-    def latest_result(self, lab: Lab) -> tuple[LabResult | None, list[Unreadable]]:
-        readable, unreadable = self.results(lab)
-        return (readable[0] if readable else None), unreadable
+        return found
 
     def medications_in(self, group: str) -> list[tuple[Medication, Coding | None]]:
         """Active medications in the group, each with the coding that matched (None: by name)."""
@@ -1051,6 +1056,8 @@ def _orders_to_check(hook: str, orders: tuple[Order, ...], selections: tuple[str
 
 def _medication_extra(medication: Medication) -> tuple[str, ...]:
     """Aspirin above 325 mg a dose is an NSAID at analgesic doses (the catalog's NSAID)."""
+    if not _may_name_aspirin(medication.concept):
+        return ()
     names = " ".join(_names_of(medication.concept)).lower()
     if "aspirin" not in names and "acetylsalicylic" not in names:
         return ()
@@ -1059,6 +1066,22 @@ def _medication_extra(medication: Medication) -> tuple[str, ...]:
         strengths = [float(m) for m in _MG.findall(names)]
         dose = max(strengths) if strengths else None
     return ("NSAID",) if dose is not None and dose > ASPIRIN_ANALGESIC_ABOVE_MG else ()
+
+
+def _may_name_aspirin(concept: dict) -> bool:
+    """Whether the concept's text or any coding's display mentions aspirin: a quick test on
+    every string `_names_of` could read (and more), so that a drug that is not aspirin, nearly
+    every one, skips reading its names."""
+    codings = concept.get("coding")
+    texts = [concept.get("text")]
+    if isinstance(codings, list):
+        texts += [c.get("display") for c in codings if isinstance(c, dict)]
+    for text in texts:
+        if isinstance(text, str):
+            lowered = text.lower()
+            if "aspirin" in lowered or "acetylsalicylic" in lowered:
+                return True
+    return False
 
 
 def _dose_mg(resource: dict) -> float | None:
