@@ -361,17 +361,31 @@ class _Words:
         if label is None:
             label = self.label(evidence)
         name = self.name(evidence)
-        # The parts that are known, in this order (filter and join: no loop in Python).
-        where = ", ".join(
-            filter(
-                None,
-                (
-                    _source(evidence, self.sources),
-                    self.day(evidence.day),
-                    _code_label(evidence),
-                    f"x{count}" if count > 1 else "",
-                ),
-            )
+        # In brackets: where it came from, its day, the short label of the code that matched
+        # (when one did and it is not a note's), the count; those that are known, in this order.
+        sources = self.sources
+        match, result = evidence.match, evidence.result
+        in_note = match is not None and isinstance(match.fact, NoteFact)
+        if result is not None:
+            source = sources["lab-by-name" if result.by_name else result.fact.source]
+        elif match is not None:
+            source = sources["by-name"] if match.by_name else sources.get(match.fact.source, "")
+        elif evidence.medication is not None:
+            source = sources["medication"]
+        elif evidence.allergy is not None:
+            source = sources["allergy"]
+        elif evidence.order is not None:
+            source = sources["order"]
+        else:
+            source = ""
+        coding = evidence.coding or (match.coding if match is not None else None)
+        code = ""
+        if coding is not None and not in_note:
+            system = SYSTEM_LABELS.get(coding.system)
+            if system:
+                code = f"{system} {coding.code}"
+        where = ", ".join(  # filter and join: no loop in Python
+            filter(None, (source, self.day(evidence.day), code, f"x{count}" if count > 1 else ""))
         )
         text = f"{label}: {name}" if name and name.lower() != label.lower() else label
         return f"{text} ({where})" if where else text
@@ -455,28 +469,6 @@ def _plain_labels() -> dict[str, str]:
 
 def _day_or_blank(evidence: Evidence) -> str:
     return evidence.day or ""
-
-
-def _code_label(evidence: Evidence) -> str:
-    """ "ICD-10-CM M54.41": the short label of the code that matched, when one did."""
-    coding = evidence.coding or (evidence.match.coding if evidence.match else None)
-    if coding is None or (evidence.match and isinstance(evidence.match.fact, NoteFact)):
-        return ""
-    system = SYSTEM_LABELS.get(coding.system)
-    return f"{system} {coding.code}" if system else ""
-
-
-def _source(evidence: Evidence, sources: dict[str, str]) -> str:
-    if evidence.result is not None:
-        return sources["lab-by-name" if evidence.result.by_name else evidence.result.fact.source]
-    if evidence.match is not None:
-        if evidence.match.by_name:
-            return sources["by-name"]
-        return sources.get(evidence.match.fact.source, "")
-    for kind in ("medication", "allergy", "order"):
-        if getattr(evidence, kind) is not None:
-            return sources[kind]
-    return ""
 
 
 def _name(evidence: Evidence) -> str:
