@@ -324,6 +324,8 @@ class _Words:
         self.common = content().common
         self.sources = self.common["sources"]
         self.plain_labels = _plain_labels()
+        self.reasons = self.common["reasons"]
+        self.evidence_head, self.unreadable_head = _list_heads()
         self.year = str(chart.now.year)
         self._days: dict[str | None, str] = {}
         self._names: dict[int, str] = {}
@@ -540,14 +542,17 @@ def _card(
     plan = _plan(finding.rule_id, finding.flags)
     text = plan.text
     decisive = finding.decisive
-    reasons = words.common["reasons"]
+    reasons = words.reasons
     values = {
         "decisive": words.decisive(decisive),
-        "decisive_day": words.day(decisive.day if decisive else None),
+        "decisive_day": words.day(decisive.day) if decisive is not None else "",
         "reasons": ", ".join([reasons[r] for r in finding.reasons]) if finding.reasons else "",
     }
-    noted = _noted(finding.evidence, chart)
-    noted_trigger = words.noted_trigger(trigger) if text.note_findings == "all" else []
+    if chart.note_facts:  # a draft note (note signing): the note findings the card may offer
+        noted = _noted(finding.evidence, chart)
+        noted_trigger = words.noted_trigger(trigger) if text.note_findings == "all" else []
+    else:
+        noted = noted_trigger = []
     card_uuid = _card_uuid(f"{hook_instance}/{finding.rule_id}")
     evidence = [*trigger, *finding.evidence] if text.show_cramps else finding.evidence
     card: dict = {
@@ -659,13 +664,12 @@ def _detail(
         blocks = [block.format_map(values) if quotes else block for block, quotes in plan.blocks]
     if from_note:
         blocks.append(_from_note_paragraph())
-    evidence_head, unreadable_head = _list_heads()
     found = words.evidence_lines(evidence)
     if found:
-        blocks.append(evidence_head + "\n- ".join(found))
+        blocks.append(words.evidence_head + "\n- ".join(found))
     cannot_read = words.cannot_read(finding)
     if cannot_read:
-        blocks.append(unreadable_head + "\n- ".join(cannot_read))
+        blocks.append(words.unreadable_head + "\n- ".join(cannot_read))
     blocks.append(plan.text.sources_line)
     return "\n\n".join(blocks)
 
