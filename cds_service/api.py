@@ -327,9 +327,11 @@ def _no_host_in_location(response: Response) -> Response:
 def _access_log(response: Response) -> Response:
     # Ids, timings, rule ids and a keyed hash of the patient id only: never tokens, resource
     # contents or note text. Built once, from the request globals looked up once (each `g.x`
-    # goes through a context-local proxy).
-    here, req = g._get_current_object(), request._get_current_object()
-    started = getattr(here, "started", None)
+    # goes through a context-local proxy) and read as the dict they are: a name a request did
+    # not set (the caller under --no-auth, auth_failure, console_user) is a dict miss, where
+    # getattr's default costs a raised and caught AttributeError (1 us each).
+    here, req = vars(g._get_current_object()), request._get_current_object()
+    started = here.get("started")
     record = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "event": "request",
@@ -338,19 +340,17 @@ def _access_log(response: Response) -> Response:
         "status": response.status_code,
         "ms": round((time.monotonic() - started) * 1000, 1) if started is not None else 0.0,
     }
-    caller = getattr(here, "caller", None)
+    caller = here.get("caller")
     if caller is not None:
         record["issuer"] = caller.issuer.iss
         if caller.tenant:
             record["tenant"] = caller.tenant
     for key in _LOGGED:
-        value = getattr(here, key, None)
+        value = here.get(key)
         if value:
             record[key] = value
     if 400 <= response.status_code < 500:
-        record["reason"] = getattr(here, "reason", None) or _REASONS.get(
-            response.status_code, "client-error"
-        )
+        record["reason"] = here.get("reason") or _REASONS.get(response.status_code, "client-error")
         record["expression"] = _expressions(response)
     if record.get("service_id"):
         record["hook"] = find_service(record["service_id"]).hook
@@ -362,7 +362,7 @@ def _access_log(response: Response) -> Response:
         and not record["path"].endswith("/feedback")
     ):
         try:
-            cards = getattr(here, "audit_cards", None) or getattr(here, "cards", None) or []
+            cards = here.get("audit_cards") or here.get("cards") or []
             _security().audit.record(record, cards)
         except Exception as exc:  # the answer is already made: log, never fail it
             metrics.store_error("audit")
