@@ -26,6 +26,7 @@ from .errors import (
     operation_outcome,
 )
 from .feedback import parse_feedback
+from .quiet import today  # at import, not per hook call (an import statement costs 1 us)
 from .services import SERVICES, find_service
 from .stores import AuditStore
 from .trust import BadUrl, TrustConfig, parse_http_url
@@ -243,8 +244,6 @@ def invoke(service_id: str):
 
 
 def _today(app: Flask | None = None):
-    from .quiet import today
-
     return today((app or current_app).config["CDS_SETTINGS"])
 
 
