@@ -59,6 +59,16 @@ class Security:
             return False
 
 
+def response_header(response: Response, lowercase_name: str) -> str | None:
+    """`response.headers.get(name)`, the same first match by case-insensitive name, without
+    Werkzeug's KeyError raised and caught for a header the response lacks: 1.6 -> 0.3 us, and
+    the hook call's after-request hooks ask twice for headers it does not have."""
+    for name, value in response.headers:
+        if name.lower() == lowercase_name:
+            return value
+    return None
+
+
 def json_response(body: object, status: int = 200) -> Response:
     return Response(jsonio.dumps(body), status=status, mimetype="application/json")
 
@@ -312,7 +322,7 @@ def _no_host_in_location(response: Response) -> Response:
     """Werkzeug builds its redirects (`/console` -> `/console/`) from the request's `Host`
     header, which the client chooses. A Location is made relative here, or absolute on
     CDS_PUBLIC_BASE_URL when the operator set it: never on the client's Host."""
-    location = response.headers.get("Location")
+    location = response_header(response, "location")
     if location and not g.get("external_location"):  # e.g. the console's OpenID provider
         parts = urlsplit(location)
         if parts.scheme or parts.netloc:
