@@ -11,7 +11,10 @@ move with the load, CPU per request barely does. `--stores server` gives each tr
 PostgreSQL database and Redis key prefix (bench/scale.py's server_stores). A tree is a checkout
 of the repository, e.g. `git archive <commit> | tar -x -C /tmp/old`. A tree named `ceiling...` is
 served by its bench/ceiling.py instead (the framework ceiling, the same gunicorn settings), so
-the ratio to the ceiling is measured in the same rounds as the trees.
+the ratio to the ceiling is measured in the same rounds as the trees. Each line also gives,
+per request, the workers' time on a CPU, their time runnable but waiting for one (the run
+queue, from /proc/PID/task/*/schedstat) and how often they were preempted: on this 2-core
+machine that wait, not the service's work, is most of p50 and p99.
 """
 
 from __future__ import annotations
@@ -39,15 +42,35 @@ SERVE = "import sys; from cds_service.cli import main; sys.exit(main())"
 TOKENS_PER_SECOND = 3000  # more than the service answers: a token is good for one call
 
 
-def worker_cpu_s(master_pid: int) -> float:
-    children = subprocess.run(
+def _workers(master_pid: int) -> list[str]:
+    return subprocess.run(
         ["pgrep", "-P", str(master_pid)], capture_output=True, text=True
     ).stdout.split()
+
+
+def worker_cpu_s(master_pid: int) -> float:
     ticks = 0
-    for pid in children:
+    for pid in _workers(master_pid):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def worker_sched(master_pid: int) -> tuple[float, float, int]:
+    """The workers' threads, summed: seconds on a CPU, seconds runnable but waiting for one
+    (the run queue: the machine's other load, wrk among it, in front of them), and how often
+    they were preempted (involuntary context switches). The run-queue wait is the part of the
+    latency that is not the service's own work (see bench/profile.md, fourth round)."""
+    run = wait = preempted = 0
+    for pid in _workers(master_pid):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                on_cpu, queued, _slices = (task / "schedstat").read_text().split()
+                run, wait = run + int(on_cpu), wait + int(queued)
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("nonvoluntary_ctxt_switches:"):
+                        preempted += int(line.split()[1])
+    return run / 1e9, wait / 1e9, preempted
 
 
 def main() -> int:
@@ -112,14 +135,22 @@ def main() -> int:
                     share = signed[used : used + args.seconds * TOKENS_PER_SECOND]
                     tokens.write_text("\n".join(share) + "\n")
                     used += len(share)
-                before = worker_cpu_s(process.pid)
+                before, sched_before = worker_cpu_s(process.pid), worker_sched(process.pid)
                 result = run_wrk(url, body, tokens, args.seconds)
-                cpu_ms = (worker_cpu_s(process.pid) - before) * 1000 / max(1, result["requests"])
+                answered = max(1, result["requests"])
+                cpu_ms = (worker_cpu_s(process.pid) - before) * 1000 / answered
+                run_s, wait_s, preempted = (
+                    after - first
+                    for after, first in zip(worker_sched(process.pid), sched_before, strict=True)
+                )
                 print(
                     f"{name:>10} round {round_}: {result['rps']:7.0f} req/s, "
                     f"p50 {result['p50_ms']:6.2f} ms, p99 {result['p99_ms']:7.2f} ms, "
                     f"CPU {cpu_ms:.3f} ms/request, errors {result['errors']}, "
-                    f"non-2xx {result['non2xx']}, load {os.getloadavg()[0]:.1f}",
+                    f"non-2xx {result['non2xx']}, load {os.getloadavg()[0]:.1f}; "
+                    f"per request: run {run_s * 1000 / answered:.3f} ms, "
+                    f"run-queue wait {wait_s * 1000 / answered:.3f} ms, "
+                    f"preempted {preempted / answered:.2f} times",
                     flush=True,
                 )
     return 0

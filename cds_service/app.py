@@ -9,7 +9,7 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 
 from . import console, metrics
-from .api import Security, bp
+from .api import Security, bp, response_header
 from .audit import PatientHasher
 from .auth import Authenticator, KeySource
 from .engine import Engine
@@ -85,7 +85,8 @@ def _remember_cors_without_origin(app: Flask) -> None:
             or req.method == "OPTIONS"
         ):
             return cors_after_request(response)
-        if response.headers.get("Access-Control-Allow-Origin"):  # as flask-cors: set already
+        # As flask-cors: an answer that has the header already keeps it.
+        if response_header(response, "access-control-allow-origin"):
             return response
         path = req.path
         added = memo.get(path)

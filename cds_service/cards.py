@@ -322,6 +322,10 @@ class _Words:
     def __init__(self, chart: Chart):
         self.chart = chart
         self.common = content().common
+        self.sources = self.common["sources"]
+        self.plain_labels = _plain_labels()
+        self.reasons = self.common["reasons"]
+        self.evidence_head, self.unreadable_head = _list_heads()
         self.year = str(chart.now.year)
         self._days: dict[str | None, str] = {}
         self._names: dict[int, str] = {}
@@ -341,7 +345,7 @@ class _Words:
         return name
 
     def label(self, evidence: Evidence) -> str:
-        plain = _plain_labels().get(evidence.label)
+        plain = self.plain_labels.get(evidence.label)
         if plain is not None:  # quotes no value: the same text for every piece of evidence
             return plain
         template = self.common["evidence"][evidence.label]
@@ -355,19 +359,38 @@ class _Words:
 
     def line(self, evidence: Evidence, count: int = 1) -> str:
         """One line of evidence: "Low potassium: Potassium 3.2 mmol/L (lab, 18 Nov)"."""
-        label = self.label(evidence)
+        label = self.plain_labels.get(evidence.label)
+        if label is None:
+            label = self.label(evidence)
         name = self.name(evidence)
-        where = []  # the parts that are known, in this order (a loop: no comprehension frame)
-        for part in (
-            _source(evidence, self.common["sources"]),
-            self.day(evidence.day),
-            _code_label(evidence),
-            f"x{count}" if count > 1 else "",
-        ):
-            if part:
-                where.append(part)
+        # In brackets: where it came from, its day, the short label of the code that matched
+        # (when one did and it is not a note's), the count; those that are known, in this order.
+        sources = self.sources
+        match, result = evidence.match, evidence.result
+        in_note = match is not None and isinstance(match.fact, NoteFact)
+        if result is not None:
+            source = sources["lab-by-name" if result.by_name else result.fact.source]
+        elif match is not None:
+            source = sources["by-name"] if match.by_name else sources.get(match.fact.source, "")
+        elif evidence.medication is not None:
+            source = sources["medication"]
+        elif evidence.allergy is not None:
+            source = sources["allergy"]
+        elif evidence.order is not None:
+            source = sources["order"]
+        else:
+            source = ""
+        coding = evidence.coding or (match.coding if match is not None else None)
+        code = ""
+        if coding is not None and not in_note:
+            system = SYSTEM_LABELS.get(coding.system)
+            if system:
+                code = f"{system} {coding.code}"
+        where = ", ".join(  # filter and join: no loop in Python
+            filter(None, (source, self.day(evidence.day), code, f"x{count}" if count > 1 else ""))
+        )
         text = f"{label}: {name}" if name and name.lower() != label.lower() else label
-        return f"{text} ({', '.join(where)})" if where else text
+        return f"{text} ({where})" if where else text
 
     def evidence_lines(self, items: list[Evidence] | tuple[Evidence, ...]) -> list[str]:
         """Each finding once: the latest of those with the same label and name, counted."""
@@ -381,12 +404,15 @@ class _Words:
                 seen[key] = [item]
             else:
                 group.append(item)
-        lines = []
-        for group in seen.values():
-            if len(group) == 1:
-                lines.append(self.line(group[0]))
-            else:
-                lines.append(self.line(max(group, key=_day_or_blank), len(group)))
+        if len(seen) == len(items):  # no two alike (the usual case): each line once, in order
+            lines = [self.line(item) for item in items]
+        else:
+            lines = [
+                self.line(group[0])
+                if len(group) == 1
+                else self.line(max(group, key=_day_or_blank), len(group))
+                for group in seen.values()
+            ]
         return list(dict.fromkeys(lines))
 
     def decisive(self, evidence: Evidence | None) -> str:
@@ -445,28 +471,6 @@ def _plain_labels() -> dict[str, str]:
 
 def _day_or_blank(evidence: Evidence) -> str:
     return evidence.day or ""
-
-
-def _code_label(evidence: Evidence) -> str:
-    """ "ICD-10-CM M54.41": the short label of the code that matched, when one did."""
-    coding = evidence.coding or (evidence.match.coding if evidence.match else None)
-    if coding is None or (evidence.match and isinstance(evidence.match.fact, NoteFact)):
-        return ""
-    system = SYSTEM_LABELS.get(coding.system)
-    return f"{system} {coding.code}" if system else ""
-
-
-def _source(evidence: Evidence, sources: dict[str, str]) -> str:
-    if evidence.result is not None:
-        return sources["lab-by-name" if evidence.result.by_name else evidence.result.fact.source]
-    if evidence.match is not None:
-        if evidence.match.by_name:
-            return sources["by-name"]
-        return sources.get(evidence.match.fact.source, "")
-    for kind in ("medication", "allergy", "order"):
-        if getattr(evidence, kind) is not None:
-            return sources[kind]
-    return ""
 
 
 def _name(evidence: Evidence) -> str:
@@ -535,30 +539,30 @@ def _card(
     offered: set[str],
 ) -> dict:
     chart = words.chart
-    text = _card_text(finding.rule_id)
-    flags = finding.flags
+    plan = _plan(finding.rule_id, finding.flags)
+    text = plan.text
     decisive = finding.decisive
-    reasons = words.common["reasons"]
+    reasons = words.reasons
     values = {
         "decisive": words.decisive(decisive),
-        "decisive_day": words.day(decisive.day if decisive else None),
+        "decisive_day": words.day(decisive.day) if decisive is not None else "",
         "reasons": ", ".join([reasons[r] for r in finding.reasons]) if finding.reasons else "",
     }
-    noted = _noted(finding.evidence, chart)
-    noted_trigger = words.noted_trigger(trigger) if text.note_findings == "all" else []
-    summary = _summary(text, flags)
+    if chart.note_facts:  # a draft note (note signing): the note findings the card may offer
+        noted = _noted(finding.evidence, chart)
+        noted_trigger = words.noted_trigger(trigger) if text.note_findings == "all" else []
+    else:
+        noted = noted_trigger = []
     card_uuid = _card_uuid(f"{hook_instance}/{finding.rule_id}")
     evidence = [*trigger, *finding.evidence] if text.show_cramps else finding.evidence
     card: dict = {
         "uuid": card_uuid,
-        "summary": fit_summary(summary, values),
+        "summary": fit_summary(plan.summary, values),
         "indicator": finding.indicator,
-        "detail": _detail(text, finding, evidence, words, values, bool(noted or noted_trigger)),
+        "detail": _detail(plan, finding, evidence, words, values, bool(noted or noted_trigger)),
         "source": text.source,
     }
-    templates = (
-        [s for s in text.suggestions if _applies(s.switch, flags)] if text.suggestions else []
-    )
+    templates = plan.suggestions
     suggestions = (
         [_suggestion(s, card_uuid, i, words, finding) for i, s in enumerate(templates)]
         if templates
@@ -580,6 +584,46 @@ def _card(
     if text.links:
         card["links"] = text.links
     return card
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a rule's card says for one set of flags, chosen once: its summary template, the
+    detail's paragraphs (joined, when none quotes a value) and its suggestion templates."""
+
+    text: _CardText
+    summary: str
+    head: str | None  # the detail's paragraphs joined; None: some quote values (see blocks)
+    blocks: tuple[tuple[str, bool], ...]  # each paragraph, and whether it quotes values
+    suggestions: tuple[_Suggestion, ...]
+
+
+# Plans by rule id and flags. Flags are the switch names a rule's code sets (rules/base.flags
+# takes them as keywords), never request data, so this table stays small: a few entries per
+# rule. Filled on first use (two workers' threads making one twice is harmless).
+_PLANS: dict[tuple[str, frozenset[str]], _Plan] = {}
+
+
+def _plan(rule_id: str, flags: frozenset[str]) -> _Plan:
+    plan = _PLANS.get((rule_id, flags))
+    if plan is None:
+        plan = _PLANS[(rule_id, flags)] = _make_plan(_card_text(rule_id), flags)
+    return plan
+
+
+def _make_plan(text: _CardText, flags: frozenset[str]) -> _Plan:
+    blocks = [(text.detail, text.detail_quotes)]
+    for paragraph, paragraph_text, quotes in text.paragraphs:
+        if _applies(paragraph, flags):
+            blocks.append((paragraph_text, quotes))
+    quoting = any(quotes for _, quotes in blocks)
+    return _Plan(
+        text=text,
+        summary=_summary(text, flags),
+        head=None if quoting else "\n\n".join(block for block, _ in blocks),
+        blocks=tuple(blocks),
+        suggestions=tuple(s for s in text.suggestions if _applies(s.switch, flags)),
+    )
 
 
 def _summary(text: _CardText, flags: frozenset[str]) -> str:
@@ -605,7 +649,7 @@ def fit_summary(template: str, values: dict) -> str:
 
 
 def _detail(
-    text: _CardText,
+    plan: _Plan,
     finding: Finding,
     evidence: list[Evidence] | tuple[Evidence, ...],
     words: _Words,
@@ -614,21 +658,19 @@ def _detail(
 ) -> str:
     """The card's markdown: its paragraphs (a blank line between each), the evidence and what
     could not be read as lists under their headings, then the sources."""
-    blocks = [text.detail.format_map(values) if text.detail_quotes else text.detail]
-    flags = finding.flags
-    for paragraph, paragraph_text, quotes in text.paragraphs:
-        if _applies(paragraph, flags):
-            blocks.append(paragraph_text.format_map(values) if quotes else paragraph_text)
+    if plan.head is not None:
+        blocks = [plan.head]
+    else:  # format_map only the paragraphs that quote: it copies even a text without a field
+        blocks = [block.format_map(values) if quotes else block for block, quotes in plan.blocks]
     if from_note:
         blocks.append(_from_note_paragraph())
-    evidence_head, unreadable_head = _list_heads()
     found = words.evidence_lines(evidence)
     if found:
-        blocks.append(evidence_head + "\n- ".join(found))
+        blocks.append(words.evidence_head + "\n- ".join(found))
     cannot_read = words.cannot_read(finding)
     if cannot_read:
-        blocks.append(unreadable_head + "\n- ".join(cannot_read))
-    blocks.append(text.sources_line)
+        blocks.append(words.unreadable_head + "\n- ".join(cannot_read))
+    blocks.append(plan.text.sources_line)
     return "\n\n".join(blocks)
 
 

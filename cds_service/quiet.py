@@ -62,15 +62,28 @@ def evidence_fingerprint(finding: Finding) -> str:
     """A SHA-256 of the finding's evidence in a canonical form (never stored or logged as is:
     see `Quieting.digest`). Two calls with the same records give the same fingerprint;
     a new or changed record (a lower potassium, a later date) gives another."""
-    items = sorted(map(_canonical, finding.evidence))
-    text = _canonical_json([items, sorted(finding.reasons)])
-    return hashlib.sha256(text.encode()).hexdigest()
+    reasons = sorted(finding.reasons)
+    # orjson for every item and for the whole, checked once at the end (see _canonical_json):
+    # an item that orjson writes otherwise than `json` (a character outside 0x20-0x7E) is
+    # quoted as it is in the whole text, which the check then finds, and everything is written
+    # again by `json`, so the sorting is redone on `json`'s texts too.
+    try:
+        items = sorted(
+            [orjson.dumps(_item(e), option=orjson.OPT_SORT_KEYS).decode() for e in finding.evidence]
+        )
+        written = orjson.dumps([items, reasons])
+    except TypeError:
+        written = b"\x80"  # not plain ASCII: written by `json` below
+    if not written.isascii() or b"\x7f" in written:
+        items = sorted(map(_canonical, finding.evidence))
+        written = _JSON_CANONICAL([items, reasons]).encode()
+    return hashlib.sha256(written).hexdigest()
 
 
 # The canonical form is `json.dumps(value, separators=(",", ":"), sort_keys=True)`, byte for
 # byte: stored digests (quiet entries) were made from it, so it may never change. orjson writes
 # the same bytes, three times faster, for what is digested here (strings, None, and lists and
-# dicts of them, under ASCII keys; no floats, which the two write differently: `_canonical`
+# dicts of them, under ASCII keys; no floats, which the two write differently: `_item`
 # writes a lab value as its repr) as long as its output is plain ASCII without DEL: `json`
 # escapes every character outside 0x20-0x7E (ensure_ascii), orjson writes those as they are.
 # Anything else (a non-ASCII name, a value orjson refuses) is written by `json` itself.
@@ -88,27 +101,36 @@ def _canonical_json(value: object) -> str:
     return _JSON_CANONICAL(value)
 
 
-# _codes and _canonical run for every piece of evidence of every card (eight a typical
-# request): written as plain loops and branches, without the comprehensions' function frames
-# (Python 3.11 makes one per comprehension): about half their time on the typical request.
+# _codes and _item run for every piece of evidence of every card (eight a typical request):
+# written as plain loops and branches, without the comprehensions' function frames (Python
+# 3.11 makes one per comprehension): about half their time on the typical request.
 
 
 def _codes(concept: object) -> list[str]:
     # The codings terminology.codings_of yields (a system and a non-empty code, both text),
     # read straight from the concept: no Coding object is needed for "system|code".
-    codes = set()
-    for coding in coding_list(concept):
+    codings = coding_list(concept)
+    if len(codings) == 1:  # the usual record: one coding, nothing to sort
+        coding = codings[0]
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str) and isinstance(code, str) and code:
-                codes.add(f"{system}|{code}")
-    if codes:
-        return sorted(codes)
+                return [f"{system}|{code}"]
+    else:
+        codes = set()
+        for coding in codings:
+            if isinstance(coding, dict):
+                system, code = coding.get("system"), coding.get("code")
+                if isinstance(system, str) and isinstance(code, str) and code:
+                    codes.add(f"{system}|{code}")
+        if codes:
+            return sorted(codes)
     # A record without codes is known by its name (matched by name): its name is its identity.
     return [f"text|{concept_text(concept).strip().lower()}"]
 
 
-def _canonical(evidence: Evidence) -> str:
+def _item(evidence: Evidence) -> dict:
+    """One piece of evidence as the digest reads it: codes, values, units and dates."""
     item: dict = {"label": evidence.label, "day": evidence.day}
     if evidence.values:
         values = {k: v for k, v in evidence.values if k not in _CALENDAR_VALUES}
@@ -133,7 +155,12 @@ def _canonical(evidence: Evidence) -> str:
             item["order"] = _codes(evidence.order.concept)
     if evidence.coding is not None:
         item["matched"] = f"{evidence.coding.system}|{evidence.coding.code}"
-    return _canonical_json(item)
+    return item
+
+
+def _canonical(evidence: Evidence) -> str:
+    """The evidence's canonical JSON text (the digest's items)."""
+    return _canonical_json(_item(evidence))
 
 
 # --- entries and the store ---------------------------------------------------------------

@@ -142,3 +142,14 @@ def test_patient_hash_is_the_keyed_sha256_of_the_id_or_of_the_client_and_id():
         assert hasher.patient(patient, "https://ehr.example", "t") == expected(
             f"client\x00https://ehr.example\x00t\x00{patient}"
         )
+
+
+@pytest.mark.parametrize(
+    "values", [None, [], (), ["R-1"], ("R-1", "R-2"), ["prefetch-ä", 'quo"te'], ("x",) * 30]
+)
+def test_rule_and_fetched_columns_are_json_dumps_of_the_list(values):
+    """The audit row's rule_ids/fetched text skips json.dumps for an empty list: the same text
+    as json.dumps wrote before, for every value a request records."""
+    from cds_service.stores.audit import _json_list
+
+    assert _json_list(values) == json.dumps(values or [])

@@ -72,3 +72,18 @@ def test_same_headers_as_flask_cors(tmp_path, monkeypatch, origins):
     monkeypatch.setattr(app_module, "_remember_cors_without_origin", lambda app: None)
     plain = _answers(create_app(settings("plain")))
     assert remembered == plain
+
+
+def test_response_header_reads_as_werkzeug_headers_get():
+    """The after-request hooks' header lookup without Werkzeug's KeyError: the same answer as
+    `response.headers.get` for a header absent, present once, present twice, in any case."""
+    from flask import Response
+
+    from cds_service.api import response_header
+
+    response = Response(b"{}", mimetype="application/json")
+    response.headers.add("LOCATION", "/first")
+    response.headers.add("location", "/second")
+    response.headers.add("Vary", "Origin")
+    for name in ("Location", "location", "Vary", "Access-Control-Allow-Origin", "Content-Type"):
+        assert response_header(response, name.lower()) == response.headers.get(name)
