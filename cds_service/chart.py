@@ -392,8 +392,9 @@ class Chart:
     order_reasons: dict[str, tuple[Order, ...]] = field(default_factory=dict, repr=False)
     # Answers worked out once, on first asking (the chart never changes), in one dict: lookback
     # instants by days (int keys), each lab's results by (value set, lookback days) (`_lab`),
-    # the groups with records ("groups", `has_any`). One field, not three: past 29 attributes
-    # CPython's attribute reads on the chart slow down (callgrind: +30K instructions a request).
+    # the groups with records ("groups", `has_any`), the age ("age"). One field, not one per
+    # answer: from its 30th attribute on, every attribute read on the chart is dearer (CPython
+    # 3.11 keeps 29 inline; callgrind: +30K instructions a request).
     _memo: dict[object, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # --- who -----------------------------------------------------------------------------
@@ -406,9 +407,13 @@ class Chart:
     def age(self) -> int | None:
         if self.birth_date is None:
             return None
-        today = self.now.date()
-        before_birthday = (today.month, today.day) < (self.birth_date.month, self.birth_date.day)
-        return today.year - self.birth_date.year - before_birthday
+        age = self._memo.get("age")  # asked by several rules and cards
+        if age is None:
+            today = self.now.date()
+            born = self.birth_date
+            before_birthday = (today.month, today.day) < (born.month, born.day)
+            age = self._memo["age"] = today.year - born.year - before_birthday
+        return age
 
     def since(self, days: int) -> datetime:
         moment = self._memo.get(days)
