@@ -1246,19 +1246,18 @@ def _conditions(resources: list[dict], unreadable: list[Unreadable]) -> Iterator
 
 
 def _observation_source(resource: dict) -> str:
+    """The source of an Observation: `lab` when a category codes laboratory, else `vital-sign`
+    when one codes vital-signs, else `finding`."""
     categories = resource.get("category")
-    codes = set()
+    vital = False
     for concept in categories if isinstance(categories, list) else [categories]:
         for coding in coding_list(concept):  # the well-formed codings, as codings_of reads them
             if isinstance(coding, dict) and isinstance(coding.get("system"), str):
                 code = coding.get("code")
-                if isinstance(code, str) and code:
-                    codes.add(code)
-    if "laboratory" in codes:
-        return "lab"
-    if "vital-signs" in codes:
-        return "vital-sign"
-    return "finding"
+                if code == "laboratory":
+                    return "lab"
+                vital = vital or code == "vital-signs"
+    return "vital-sign" if vital else "finding"
 
 
 def _observations(resources: list[dict], unreadable: list[Unreadable]) -> Iterator[Fact]:
