@@ -94,6 +94,9 @@ _RANGE_KEYS = frozenset({"low", "high", "text"})
 # function call or a generator per element cost as much as the check itself.
 
 
+_NO_CODINGS: list = []  # what a concept without `coding` is read as (never changed)
+
+
 def _text(value: object) -> bool:
     return type(value) is str and value != "" and value.strip() == value
 
@@ -101,7 +104,7 @@ def _text(value: object) -> bool:
 def _concept(value: object) -> bool:
     if type(value) is not dict or not value or not value.keys() <= _CONCEPT_KEYS:
         return False
-    coding = value.get("coding", [])
+    coding = value.get("coding", _NO_CODINGS)
     if type(coding) is not list:
         return False
     for c in coding:  # each a plain Coding: string values only, none empty or padded

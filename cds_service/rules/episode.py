@@ -13,6 +13,10 @@ NEW_EPISODE_DAYS = 42  # six weeks
 PREGNANCY_EPISODE_DAYS = 300
 DELIVERY_PAST_DAYS = 42  # an estimated delivery date up to 6 weeks past still counts
 PREGNANT_CODES = {"77386006"}  # SNOMED Pregnant (a pregnancy status answer)
+# Every group `pregnancy` reads.
+PREGNANCY_GROUPS = frozenset(
+    {"PREGNANCY", "PREGNANCY_EPISODE", "PREGNANCY_STATUS", "DELIVERY_DATE", "GESTATIONAL_AGE"}
+)
 
 
 def back_conditions(chart: Chart) -> list[Match]:
@@ -42,6 +46,8 @@ def pregnancy(chart: Chart) -> list[Evidence]:
     """PREGNANCY coded or noted; an O20-O48 code within 300 days; a pregnancy status of
     pregnant; an estimated delivery date ahead (or up to 6 weeks past); a gestational age
     recorded within 300 days."""
+    if not chart.has_any(PREGNANCY_GROUPS):  # asked twice a request; nearly always absent
+        return []
     found = of("pregnancy", chart.problems_in("PREGNANCY"))
     found += of("pregnancy", chart.conditions_in("PREGNANCY_EPISODE", PREGNANCY_EPISODE_DAYS))
     for match in chart.observations_coded("PREGNANCY_STATUS", PREGNANCY_EPISODE_DAYS):
