@@ -318,6 +318,9 @@ def text_fallback(engine: Engine, service, typical: bytes, large: bytes) -> dict
             texts.clear()
             chart_module._read_name.cache_clear()
             chart_module._lab_named.cache_clear()
+            # Classifications remember whether a name reads as saddle anaesthesia: cold too.
+            chart_module._CLASSIFIED.clear()
+            chart_module._CODED_OR_NAMED.clear()
             engine.evaluate(service, json.loads(raw))
             labs = chart_module._lab_named.cache_info()
             rows[name] = {
