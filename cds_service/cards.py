@@ -421,8 +421,13 @@ class _Words:
 
     def decisive(self, evidence: Evidence | None) -> str:
         """The decisive finding for a summary: "Potassium 2.9 mmol/L (18 Nov)"."""
+        return self.decisive_and_day(evidence)[0]
+
+    def decisive_and_day(self, evidence: Evidence | None) -> tuple[str, str]:
+        """The decisive finding for a summary, and its day as shown (a summary may quote it
+        on its own: `{decisive_day}`)."""
         if evidence is None:
-            return ""
+            return "", ""
         name = self.name(evidence)
         in_note = evidence.match is not None and isinstance(evidence.match.fact, NoteFact)
         if not name or in_note:
@@ -430,7 +435,7 @@ class _Words:
             if in_note:
                 name += " " + self.common["in_note"]
         day = self.day(evidence.day)
-        return f"{name} ({day})" if day else name
+        return (f"{name} ({day})" if day else name), day
 
     def unreadable(self, item: Unreadable) -> str:
         values = {"subject": item.subject, "day": self.day(item.day), **dict(item.values)}
@@ -545,11 +550,11 @@ def _card(
     chart = words.chart
     plan = _plan(finding.rule_id, finding.flags)
     text = plan.text
-    decisive = finding.decisive
+    decisive, decisive_day = words.decisive_and_day(finding.decisive)
     reasons = words.reasons
     values = {
-        "decisive": words.decisive(decisive),
-        "decisive_day": words.day(decisive.day) if decisive is not None else "",
+        "decisive": decisive,
+        "decisive_day": decisive_day,
         "reasons": ", ".join([reasons[r] for r in finding.reasons]) if finding.reasons else "",
     }
     if chart.note_facts:  # a draft note (note signing): the note findings the card may offer
