@@ -281,7 +281,9 @@ def _with_patient(template: object, paths: tuple, patient: object) -> object:
         return template
     filled = template.copy()
     for key, inner in paths:
-        filled[key] = _with_patient(template[key], inner, patient)
+        value = template[key]
+        # The patient's own value filled in here, a level up: one call fewer per resource.
+        filled[key] = patient if value == PATIENT else _with_patient(value, inner, patient)
     return filled
 
 
@@ -362,7 +364,9 @@ class _Words:
         label = self.plain_labels.get(evidence.label)
         if label is None:
             label = self.label(evidence)
-        name = self.name(evidence)
+        name = self._names.get(id(evidence))  # most lines name what another line or
+        if name is None:  # the summary already named: looked up here, not by a call
+            name = self.name(evidence)
         # In brackets: where it came from, its day, the short label of the code that matched
         # (when one did and it is not a note's), the count; those that are known, in this order.
         sources = self.sources
@@ -417,8 +421,13 @@ class _Words:
 
     def decisive(self, evidence: Evidence | None) -> str:
         """The decisive finding for a summary: "Potassium 2.9 mmol/L (18 Nov)"."""
+        return self.decisive_and_day(evidence)[0]
+
+    def decisive_and_day(self, evidence: Evidence | None) -> tuple[str, str]:
+        """The decisive finding for a summary, and its day as shown (a summary may quote it
+        on its own: `{decisive_day}`)."""
         if evidence is None:
-            return ""
+            return "", ""
         name = self.name(evidence)
         in_note = evidence.match is not None and isinstance(evidence.match.fact, NoteFact)
         if not name or in_note:
@@ -426,7 +435,7 @@ class _Words:
             if in_note:
                 name += " " + self.common["in_note"]
         day = self.day(evidence.day)
-        return f"{name} ({day})" if day else name
+        return (f"{name} ({day})" if day else name), day
 
     def unreadable(self, item: Unreadable) -> str:
         values = {"subject": item.subject, "day": self.day(item.day), **dict(item.values)}
@@ -541,11 +550,11 @@ def _card(
     chart = words.chart
     plan = _plan(finding.rule_id, finding.flags)
     text = plan.text
-    decisive = finding.decisive
+    decisive, decisive_day = words.decisive_and_day(finding.decisive)
     reasons = words.reasons
     values = {
-        "decisive": words.decisive(decisive),
-        "decisive_day": words.day(decisive.day) if decisive is not None else "",
+        "decisive": decisive,
+        "decisive_day": decisive_day,
         "reasons": ", ".join([reasons[r] for r in finding.reasons]) if finding.reasons else "",
     }
     if chart.note_facts:  # a draft note (note signing): the note findings the card may offer
@@ -709,6 +718,13 @@ def _card_uuid(name: str) -> str:
     return _uuid_text(sha1)
 
 
+def _suggestion_uuid(card_uuid: str, index: int) -> str:
+    """uuid5(card_uuid, f"suggestion-{index}"): the card's uuid read as bytes straight from
+    its hex digits, without uuid5's checks."""
+    space = bytes.fromhex(card_uuid.replace("-", ""))
+    return _uuid_text(hashlib.sha1(space + b"suggestion-%d" % index))  # noqa: S324
+
+
 def _uuid_text(sha1) -> str:
     """The name-based (version 5) UUID of this SHA-1 as text (RFC 4122, 4.3): the first 16
     bytes, with the version (5) as the 13th hex digit and the variant (binary 10) in the top
@@ -745,7 +761,7 @@ def _suggestion(template: _Suggestion, card_uuid: str, index: int, words: _Words
             )
     suggestion = {
         "label": template.label,
-        "uuid": uuid5(card_uuid, f"suggestion-{index}"),
+        "uuid": _suggestion_uuid(card_uuid, index),
         "actions": actions,
     }
     if template.recommended is not None:
@@ -778,7 +794,7 @@ def _problem_list(facts: list[NoteFact], card_uuid: str, index: int) -> dict:
     wording = content().common["from_note"]
     return {
         "label": wording["suggestion_label"],
-        "uuid": uuid5(card_uuid, f"suggestion-{index}"),
+        "uuid": _suggestion_uuid(card_uuid, index),
         "actions": [
             {
                 "type": "create",
