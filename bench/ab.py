@@ -62,9 +62,14 @@ def worker_sched(master_pid: int) -> tuple[float, float, int]:
     they were preempted (involuntary context switches). The run-queue wait is the part of the
     latency that is not the service's own work (see bench/profile.md, fourth round)."""
     run = wait = preempted = 0
+    gone = (FileNotFoundError, ProcessLookupError)  # a worker or thread that just ended
     for pid in _workers(master_pid):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except gone:
+            continue
+        for task in tasks:
+            with contextlib.suppress(*gone):
                 on_cpu, queued, _slices = (task / "schedstat").read_text().split()
                 run, wait = run + int(on_cpu), wait + int(queued)
                 for line in (task / "status").read_text().splitlines():

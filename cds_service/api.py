@@ -59,12 +59,13 @@ class Security:
             return False
 
 
-def response_header(response: Response, lowercase_name: str) -> str | None:
+def response_header(response: Response, name: str) -> str | None:
     """`response.headers.get(name)`, the same first match by case-insensitive name, without
     Werkzeug's KeyError raised and caught for a header the response lacks: 1.6 -> 0.3 us, and
     the hook call's after-request hooks ask twice for headers it does not have."""
-    for name, value in response.headers:
-        if name.lower() == lowercase_name:
+    wanted = name.lower()
+    for key, value in response.headers:
+        if key.lower() == wanted:
             return value
     return None
 

@@ -614,9 +614,10 @@ _PLANS: dict[tuple[str, frozenset[str]], _Plan] = {}
 
 
 def _plan(rule_id: str, flags: frozenset[str]) -> _Plan:
+    text = _card_text(rule_id)
     plan = _PLANS.get((rule_id, flags))
-    if plan is None:
-        plan = _PLANS[(rule_id, flags)] = _make_plan(_card_text(rule_id), flags)
+    if plan is None or plan.text is not text:  # card text read afresh: so are its plans
+        plan = _PLANS[(rule_id, flags)] = _make_plan(text, flags)
     return plan
 
 

@@ -51,3 +51,18 @@ def test_every_plan_chooses_what_the_content_says():
                 assert [s.label for s in plan.suggestions] == labels, (rule_id, on)
                 checked += 1
     assert checked > len(cards.content().cards)
+
+
+def test_a_plan_follows_card_text_read_afresh():
+    """Plans are remembered per rule and flags; card text read again (its cache cleared, as
+    tests and a reload do) must not be answered from a plan made of the old text."""
+    rule_id = next(iter(cards.content().cards))
+    before = cards._plan(rule_id, frozenset())
+    assert before.text is cards._card_text(rule_id)
+    cards._card_text.cache_clear()
+    try:
+        after = cards._plan(rule_id, frozenset())
+        assert after.text is cards._card_text(rule_id)
+        assert after.text is not before.text
+    finally:
+        cards._card_text.cache_clear()

@@ -86,4 +86,5 @@ def test_response_header_reads_as_werkzeug_headers_get():
     response.headers.add("location", "/second")
     response.headers.add("Vary", "Origin")
     for name in ("Location", "location", "Vary", "Access-Control-Allow-Origin", "Content-Type"):
-        assert response_header(response, name.lower()) == response.headers.get(name)
+        assert response_header(response, name) == response.headers.get(name)
+        assert response_header(response, name.upper()) == response.headers.get(name)
