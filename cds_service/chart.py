@@ -16,7 +16,7 @@ import binascii
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -420,6 +420,15 @@ class Chart:
         if moment is None:
             moment = self._memo[days] = self.now - timedelta(days=days)
         return moment
+
+    def once(self, key: str, work: Callable[[Chart], object]) -> object:
+        """`work(self)` worked out on the first asking under `key` and remembered in the
+        chart's memo (a shared answer several rules ask for, e.g. the episode's onset)."""
+        memo = self._memo
+        if key in memo:
+            return memo[key]
+        answer = memo[key] = work(self)
+        return answer
 
     # --- concepts --------------------------------------------------------------------------
     # The rules ask these some two hundred times a request, mostly for groups the record does
