@@ -39,6 +39,7 @@ from .terminology import (
 
 log = logging.getLogger(__name__)
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
+_COUNTS_AS_CURRENT = frozenset(COUNTING_CLINICAL | {None})  # a Condition without a status counts
 EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
 COUNTING_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
 COUNTING_MEDICATION = {"active", "on-hold", "draft"}
@@ -1249,7 +1250,7 @@ def _conditions(resources: list[dict], unreadable: list[Unreadable]) -> Iterator
         if not isinstance(code, dict):
             unreadable.append(Unreadable("no-code", "a Condition"))
             continue
-        counts = clinical in COUNTING_CLINICAL | {None}
+        counts = clinical in _COUNTS_AS_CURRENT
         source = "problem-list" if counts else "past-problem"
         yield Fact(_reference(resource), code, CONDITION_DATES, resource, source), counts
 
