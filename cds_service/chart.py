@@ -16,7 +16,7 @@ import binascii
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -39,6 +39,7 @@ from .terminology import (
 
 log = logging.getLogger(__name__)
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
+_COUNTS_AS_CURRENT = frozenset(COUNTING_CLINICAL | {None})  # a Condition without a status counts
 EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
 COUNTING_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
 COUNTING_MEDICATION = {"active", "on-hold", "draft"}
@@ -420,6 +421,15 @@ class Chart:
         if moment is None:
             moment = self._memo[days] = self.now - timedelta(days=days)
         return moment
+
+    def once(self, key: str, work: Callable[[Chart], object]) -> object:
+        """`work(self)` worked out on the first asking under `key` and remembered in the
+        chart's memo (a shared answer several rules ask for, e.g. the episode's onset)."""
+        memo = self._memo
+        if key in memo:
+            return memo[key]
+        answer = memo[key] = work(self)
+        return answer
 
     # --- concepts --------------------------------------------------------------------------
     # The rules ask these some two hundred times a request, mostly for groups the record does
@@ -1240,7 +1250,7 @@ def _conditions(resources: list[dict], unreadable: list[Unreadable]) -> Iterator
         if not isinstance(code, dict):
             unreadable.append(Unreadable("no-code", "a Condition"))
             continue
-        counts = clinical in COUNTING_CLINICAL | {None}
+        counts = clinical in _COUNTS_AS_CURRENT
         source = "problem-list" if counts else "past-problem"
         yield Fact(_reference(resource), code, CONDITION_DATES, resource, source), counts
 

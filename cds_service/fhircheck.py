@@ -111,7 +111,7 @@ def _concept(value: object) -> bool:
         if type(c) is not dict or not c.keys() <= _CODING_KEYS:
             return False
         for v in c.values():
-            if type(v) is not str or v == "" or v.strip() != v:
+            if type(v) is not str or not v or v.strip() != v:
                 return False
     if "text" in value:
         text = value["text"]
@@ -120,28 +120,28 @@ def _concept(value: object) -> bool:
 
 
 def _quantity(value: object) -> bool:
-    if not isinstance(value, dict) or not value or not value.keys() <= _QUANTITY_KEYS:
+    if type(value) is not dict or not value or not value.keys() <= _QUANTITY_KEYS:
         return False
-    for k, v in value.items():  # a number (not a boolean) or null; strings elsewhere
+    for k, v in value.items():  # a number (not a boolean: its type is bool) or null; strings
         if k == "value":
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            if v is not None and type(v) is not float and type(v) is not int:
                 return False
-        elif type(v) is not str or v == "" or v.strip() != v:
+        elif type(v) is not str or not v or v.strip() != v:
             return False
     return True
 
 
 def _reference(value: object) -> bool:
-    if not isinstance(value, dict) or not value or not value.keys() <= _REFERENCE_KEYS:
+    if type(value) is not dict or not value or not value.keys() <= _REFERENCE_KEYS:
         return False
     for v in value.values():  # noqa: SIM110
-        if type(v) is not str or v == "" or v.strip() != v:
+        if type(v) is not str or not v or v.strip() != v:
             return False
     return True
 
 
 def _range(value: object) -> bool:
-    if not isinstance(value, dict) or not value or not value.keys() <= _RANGE_KEYS:
+    if type(value) is not dict or not value or not value.keys() <= _RANGE_KEYS:
         return False
     for k in ("low", "high"):
         if k in value and not _quantity(value[k]):
@@ -151,7 +151,7 @@ def _range(value: object) -> bool:
 
 def _many(check):
     def many(value: object) -> bool:
-        if not isinstance(value, list) or not value:
+        if type(value) is not list or not value:
             return False
         for v in value:  # noqa: SIM110
             if not check(v):

@@ -26,7 +26,12 @@ def back_conditions(chart: Chart) -> list[Match]:
 
 def episode_onset(chart: Chart) -> Match | None:
     """The onset of the most recently started active sciatica; without one, of the most
-    recently started active low back pain (coded Conditions with a date)."""
+    recently started active low back pain (coded Conditions with a date). Asked five times a
+    request (three rules and `new_episode`): worked out once per chart."""
+    return chart.once("episode-onset", _episode_onset)  # type: ignore[return-value]
+
+
+def _episode_onset(chart: Chart) -> Match | None:
     for group in ("SCIATICA", "LOW_BACK_PAIN"):
         dated = [m for m in chart.conditions_in(group) if m.fact.when is not None]
         if dated:

@@ -22,7 +22,12 @@ OTHER_CAUSE_RULES = ("electrolyte-cramp-cause", "medication-cramp-cause", "comor
 
 def fluid_advice(chart: Chart) -> dict[str, bool]:
     """The catalog's fluid rule: advise fluids only when sodium is not low and no thiazide or
-    loop diuretic is active; with low sodium, do not, and review the diuretic."""
+    loop diuretic is active; with low sodium, do not, and review the diuretic. Asked by two
+    rules: worked out once per chart (callers read the dict, never change it)."""
+    return chart.once("fluid-advice", _fluid_advice)  # type: ignore[return-value]
+
+
+def _fluid_advice(chart: Chart) -> dict[str, bool]:
     sodium, _ = chart.latest_result(SODIUM)
     low_sodium = sodium is not None and sodium.is_low()
     diuretic = bool(chart.medications_in("DIURETIC"))
