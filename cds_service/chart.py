@@ -1126,7 +1126,9 @@ def _dose_mg(resource: dict) -> float | None:
 
 
 # Concept key -> (the terminology that classified it, its hits, whether its name says saddle
-# anaesthesia); cleared when full.
+# anaesthesia); cleared when full. The saddle reading comes from the note lexicon, which is
+# loaded once per process (notes.lexicon): a lexicon that could be reloaded would have to
+# clear this too.
 _CLASSIFIED: dict[tuple, tuple[Terminology, dict[str, Hit], bool]] = {}
 _CLASSIFIED_MAX = 20_000
 # The same for drug, allergy and order concepts, whose answer includes the groups they name.

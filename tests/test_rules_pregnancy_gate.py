@@ -51,3 +51,34 @@ def test_gate_opens_for_each_group_it_reads():
     for name in ("pregnancy, resolved", "pregnancy episode, old", "status not pregnant"):
         assert chart_of(*RECORDS[name]).has_any(PREGNANCY_GROUPS)
     assert not chart_of(*RECORDS["unrelated"]).has_any(PREGNANCY_GROUPS)
+
+
+class _Asking:
+    """A chart that notes every group `pregnancy` asks it about, with the gate open."""
+
+    def __init__(self, chart: Chart) -> None:
+        self._chart, self.asked = chart, set()
+
+    def has_any(self, groups) -> bool:
+        return True
+
+    def __getattr__(self, name):
+        value = getattr(self._chart, name)
+        if not callable(value):
+            return value
+
+        def asking(*args, **kwargs):
+            self.asked |= {a for a in args if isinstance(a, str) and a.isupper()}
+            return value(*args, **kwargs)
+
+        return asking
+
+
+@pytest.mark.parametrize("name", list(RECORDS))
+def test_the_gate_lists_every_group_pregnancy_asks_about(name):
+    """A group added to `pregnancy` and not to PREGNANCY_GROUPS would be skipped silently on
+    nearly every chart: the gate must name every group it asks about."""
+    chart = _Asking(chart_of(*RECORDS[name]))
+    pregnancy(chart)  # type: ignore[arg-type]
+    assert chart.asked, "no group asked: the recorder no longer sees the questions"
+    assert chart.asked <= PREGNANCY_GROUPS
