@@ -132,13 +132,22 @@ TARGETS = {"request": request_target, "chart": chart_target, "notes": notes_targ
 
 def timed(target):
     def run(data: bytes) -> None:
-        start = time.perf_counter()
-        target(data)
-        took = time.perf_counter() - start
+        took = _seconds(target, data)
         if took > SLOW_S:
-            raise SlowInput(f"{took:.2f} s on {len(data)} bytes")
+            # A slow path is slow every time; a pause of the process is not (a full garbage
+            # collection over the fuzzer's heap of several hundred MB, the machine's other
+            # load: seen once in CI under load, 1.17 s on 119 bytes of note text).
+            took = min(took, _seconds(target, data))
+            if took > SLOW_S:
+                raise SlowInput(f"{took:.2f} s on {len(data)} bytes, twice")
 
     return run
+
+
+def _seconds(target, data: bytes) -> float:
+    start = time.perf_counter()
+    target(data)
+    return time.perf_counter() - start
 
 
 def main() -> None:
