@@ -719,13 +719,6 @@ def _card_uuid(name: str) -> str:
     return _uuid_text(sha1)
 
 
-def _suggestion_uuid(card_uuid: str, index: int) -> str:
-    """uuid5(card_uuid, f"suggestion-{index}"): the card's uuid read as bytes straight from
-    its hex digits, without uuid5's checks."""
-    space = bytes.fromhex(card_uuid.replace("-", ""))
-    return _uuid_text(hashlib.sha1(space + b"suggestion-%d" % index))  # noqa: S324
-
-
 def _uuid_text(sha1) -> str:
     """The name-based (version 5) UUID of this SHA-1 as text (RFC 4122, 4.3): the first 16
     bytes, with the version (5) as the 13th hex digit and the variant (binary 10) in the top
@@ -762,7 +755,7 @@ def _suggestion(template: _Suggestion, card_uuid: str, index: int, words: _Words
             )
     suggestion = {
         "label": template.label,
-        "uuid": _suggestion_uuid(card_uuid, index),
+        "uuid": uuid5(card_uuid, f"suggestion-{index}"),
         "actions": actions,
     }
     if template.recommended is not None:
@@ -795,7 +788,7 @@ def _problem_list(facts: list[NoteFact], card_uuid: str, index: int) -> dict:
     wording = content().common["from_note"]
     return {
         "label": wording["suggestion_label"],
-        "uuid": _suggestion_uuid(card_uuid, index),
+        "uuid": uuid5(card_uuid, f"suggestion-{index}"),
         "actions": [
             {
                 "type": "create",
